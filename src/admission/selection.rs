@@ -1,0 +1,273 @@
+//! Which Services a Pod gets: the kubelet's set, the Pod's own list, or the recorded one.
+
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, LinkedService};
+use crate::config::ServicesConfig;
+use crate::servicelinks::{MASTER_SERVICE_NAME, MASTER_SERVICE_NAMESPACE};
+
+/// A chosen Service and how the `envlink.io/injected` annotation names it.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    /// `name`, or `namespace/name` outside the Pod's namespace.
+    pub reference: String,
+    /// Namespace (for ordering ties).
+    pub namespace: String,
+    /// The Service with its variables.
+    pub service: Arc<LinkedService>,
+}
+
+/// Where the list of Services came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The kubelet's rules (mode `all`, no annotation).
+    Kubelet,
+    /// `envlink.io/services`.
+    Annotation,
+    /// `envlink.io/injected`: envlink already ran on this Pod (reinvocation, or a re-run).
+    Recorded,
+}
+
+/// The outcome of choosing Services for a Pod.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Where the list came from.
+    pub source: Source,
+    /// Chosen Services, sorted by name then namespace.
+    pub chosen: Vec<Chosen>,
+    /// Named Services that do not exist (`namespace/name`).
+    pub missing: Vec<String>,
+    /// Named Services without a cluster IP (they give no variables).
+    pub without_ip: Vec<String>,
+}
+
+/// A reference in an annotation that cannot be used; the Pod is refused with this text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// Not `name` or `namespace/name` with valid names.
+    #[error("{annotation}: {entry:?} is not a Service name or namespace/name")]
+    Malformed {
+        /// The annotation.
+        annotation: &'static str,
+        /// The entry.
+        entry: String,
+    },
+    /// A cross-namespace reference while the configuration forbids them.
+    #[error(
+        "{annotation}: {entry:?} names another namespace, which this cluster does not allow \
+         (services.allowCrossNamespace is false)"
+    )]
+    CrossNamespace {
+        /// The annotation.
+        annotation: &'static str,
+        /// The entry.
+        entry: String,
+    },
+}
+
+/// The kubelet's set for a Pod in `namespace`: its Services with a cluster IP when links are
+/// enabled, and the `kubernetes` Service (the namespace's own only when links are enabled).
+pub fn kubelet_selection(catalog: &Catalog, namespace: &str, links_enabled: bool) -> Selection {
+    let mut chosen = Vec::new();
+    let mut own_master = false;
+    if links_enabled && let Some(index) = catalog.namespace(namespace) {
+        for service in index.iter().filter(|s| s.has_cluster_ip()) {
+            own_master |= service.name() == MASTER_SERVICE_NAME;
+            chosen.push(Chosen {
+                reference: service.name().to_string(),
+                namespace: namespace.to_string(),
+                service: Arc::clone(service),
+            });
+        }
+    }
+    if !own_master
+        && let Some(master) = catalog.service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
+        && master.has_cluster_ip()
+    {
+        chosen.push(Chosen {
+            reference: master_reference(catalog, namespace),
+            namespace: MASTER_SERVICE_NAMESPACE.to_string(),
+            service: master,
+        });
+    }
+    sort(&mut chosen);
+    Selection {
+        source: Source::Kubelet,
+        chosen,
+        missing: Vec::new(),
+        without_ip: Vec::new(),
+    }
+}
+
+/// The Services a Pod lists in an annotation (`envlink.io/services` or the recorded
+/// `envlink.io/injected`). `implicit_master` adds `default/kubernetes` unless listed, because
+/// the kubelet gives it to every Pod.
+pub fn listed_selection(
+    catalog: &Catalog,
+    namespace: &str,
+    annotation: &'static str,
+    value: &str,
+    config: &ServicesConfig,
+    source: Source,
+) -> Result<Selection, ReferenceError> {
+    let mut selection = Selection {
+        source,
+        chosen: Vec::new(),
+        missing: Vec::new(),
+        without_ip: Vec::new(),
+    };
+    let mut master_listed = false;
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (ns, name) = parse_reference(annotation, entry)?;
+        let is_master_ref =
+            ns.is_none_or(|ns| ns == MASTER_SERVICE_NAMESPACE) && name == MASTER_SERVICE_NAME;
+        let target_ns = match ns {
+            // A plain `kubernetes` means the one the kubelet would give: the namespace's own
+            // when it has one with a cluster IP, else the API server's in `default`.
+            None if is_master_ref => {
+                if catalog
+                    .service(namespace, MASTER_SERVICE_NAME)
+                    .is_some_and(|s| s.has_cluster_ip())
+                {
+                    namespace
+                } else {
+                    MASTER_SERVICE_NAMESPACE
+                }
+            }
+            None => namespace,
+            Some(ns) => {
+                let allowed = ns == namespace || is_master_ref || config.allow_cross_namespace;
+                if !allowed {
+                    return Err(ReferenceError::CrossNamespace {
+                        annotation,
+                        entry: entry.to_string(),
+                    });
+                }
+                ns
+            }
+        };
+        master_listed |= name == MASTER_SERVICE_NAME;
+        let display = format!("{target_ns}/{name}");
+        if selection
+            .chosen
+            .iter()
+            .any(|c| c.namespace == target_ns && c.service.name() == name)
+        {
+            continue;
+        }
+        match catalog.service(target_ns, name) {
+            None => {
+                if !selection.missing.contains(&display) {
+                    selection.missing.push(display);
+                }
+            }
+            Some(service) if !service.has_cluster_ip() => {
+                if !selection.without_ip.contains(&display) {
+                    selection.without_ip.push(display);
+                }
+            }
+            Some(service) => selection.chosen.push(Chosen {
+                reference: if target_ns == namespace {
+                    name.to_string()
+                } else if is_master_ref {
+                    master_reference(catalog, namespace)
+                } else {
+                    display
+                },
+                namespace: target_ns.to_string(),
+                service,
+            }),
+        }
+    }
+    if source == Source::Annotation
+        && !master_listed
+        && let Some(master) = catalog.service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
+        && master.has_cluster_ip()
+    {
+        selection.chosen.push(Chosen {
+            reference: master_reference(catalog, namespace),
+            namespace: MASTER_SERVICE_NAMESPACE.to_string(),
+            service: master,
+        });
+    }
+    sort(&mut selection.chosen);
+    Ok(selection)
+}
+
+/// How the annotation names `default/kubernetes` for a Pod in `namespace`: plain
+/// `kubernetes` resolves back to it unless the namespace has its own with a cluster IP.
+fn master_reference(catalog: &Catalog, namespace: &str) -> String {
+    let own = namespace != MASTER_SERVICE_NAMESPACE
+        && catalog
+            .service(namespace, MASTER_SERVICE_NAME)
+            .is_some_and(|s| s.has_cluster_ip());
+    if own {
+        format!("{MASTER_SERVICE_NAMESPACE}/{MASTER_SERVICE_NAME}")
+    } else {
+        MASTER_SERVICE_NAME.to_string()
+    }
+}
+
+fn sort(chosen: &mut [Chosen]) {
+    chosen.sort_by(|a, b| {
+        a.service
+            .name()
+            .cmp(b.service.name())
+            .then_with(|| a.namespace.cmp(&b.namespace))
+    });
+}
+
+fn parse_reference<'v>(
+    annotation: &'static str,
+    entry: &'v str,
+) -> Result<(Option<&'v str>, &'v str), ReferenceError> {
+    let malformed = || ReferenceError::Malformed {
+        annotation,
+        entry: entry.to_string(),
+    };
+    let (ns, name) = match entry.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, entry),
+    };
+    if !is_dns_label(name) || ns.is_some_and(|ns| !is_dns_label(ns)) {
+        return Err(malformed());
+    }
+    Ok((ns, name))
+}
+
+/// RFC 1123 label: what Service and namespace names are (lower-case alphanumerics and `-`,
+/// alphanumeric at both ends, at most 63 characters).
+pub fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "redis-master", "db1", "0abc"] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(parse_reference("a", "db"), Ok((None, "db")));
+        assert_eq!(parse_reference("a", "prod/db"), Ok((Some("prod"), "db")));
+        assert!(parse_reference("a", "prod/").is_err());
+        assert!(parse_reference("a", "a/b/c").is_err());
+        assert!(parse_reference("a", "DB").is_err());
+    }
+}

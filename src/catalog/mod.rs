@@ -1,0 +1,429 @@
+//! The Service catalog: per-namespace, ready-made variable lists.
+//!
+//! Filled from a static file ([`file`]) or a kube-runtime watcher ([`watch`]). Work is done
+//! once per watch event: a Service's variables are computed when it arrives and stored in
+//! one allocation; a namespace is an immutable sorted map behind an `Arc`, so a review takes
+//! one short read lock for a map get and an `Arc` clone, and never waits on an update.
+
+pub mod file;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::servicelinks::{self, ServiceLink};
+
+/// Separates names and values inside [`LinkedService`]'s buffer; [`ServiceLink`]s that
+/// contain it are refused at ingest, so it can never be part of a name or value.
+const SEP: char = '\0';
+
+/// One Service with its kubelet variables precomputed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedService {
+    name: Box<str>,
+    has_cluster_ip: bool,
+    /// `NAME\0VALUE\0NAME\0VALUE...`: one allocation instead of two per variable, which is
+    /// what keeps 100,000 Services within the memory target.
+    vars: Box<str>,
+    count: u32,
+}
+
+/// Why a Service cannot enter the catalog.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    /// A field holds a NUL byte (never the case for objects from an API server).
+    #[error("Service {namespace}/{name} has a NUL byte in a field")]
+    Nul {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// No name.
+    #[error("a Service without metadata.name")]
+    NoName,
+}
+
+impl LinkedService {
+    /// Computes the variables of a Service.
+    pub fn new(link: &ServiceLink) -> Result<Self, IngestError> {
+        let has_nul = link.name.contains(SEP)
+            || link.cluster_ip.contains(SEP)
+            || link
+                .ports
+                .iter()
+                .any(|p| p.name.contains(SEP) || p.protocol.contains(SEP));
+        if has_nul {
+            return Err(IngestError::Nul {
+                namespace: link.namespace.clone(),
+                name: link.name.clone(),
+            });
+        }
+        if link.name.is_empty() {
+            return Err(IngestError::NoName);
+        }
+        let vars = servicelinks::service_variables(link);
+        let mut buf =
+            String::with_capacity(vars.iter().map(|v| v.name.len() + v.value.len() + 2).sum());
+        for v in &vars {
+            buf.push_str(&v.name);
+            buf.push(SEP);
+            buf.push_str(&v.value);
+            buf.push(SEP);
+        }
+        Ok(Self {
+            name: link.name.as_str().into(),
+            has_cluster_ip: link.has_cluster_ip(),
+            vars: buf.into_boxed_str(),
+            count: u32::try_from(vars.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// The Service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `spec.clusterIP` is set and not `None`.
+    pub fn has_cluster_ip(&self) -> bool {
+        self.has_cluster_ip
+    }
+
+    /// How many variables it gives.
+    pub fn variable_count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// The variables, in the kubelet's order.
+    pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut parts = self.vars.split(SEP);
+        std::iter::from_fn(move || {
+            let name = parts.next().filter(|n| !n.is_empty())?;
+            let value = parts.next()?;
+            Some((name, value))
+        })
+    }
+}
+
+/// The Services of one namespace, sorted by name. Immutable once published.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceIndex {
+    services: BTreeMap<Box<str>, Arc<LinkedService>>,
+}
+
+impl NamespaceIndex {
+    /// Looks up a Service by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<LinkedService>> {
+        self.services.get(name)
+    }
+
+    /// All Services, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LinkedService>> {
+        self.services.values()
+    }
+
+    /// How many Services.
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// Which part of the catalog a full re-list replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListScope {
+    /// Every namespace (a cluster-wide watch).
+    All,
+    /// One namespace (a namespaced watch).
+    Namespace(String),
+}
+
+/// Counts for metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogStats {
+    /// Services held.
+    pub services: usize,
+    /// Namespaces with at least one Service.
+    pub namespaces: usize,
+}
+
+/// The Service catalog shared by the watcher (one writer) and the reviews (many readers).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceIndex>>>,
+    /// Serialises writers so that copy-on-write happens outside the map's lock.
+    writer: Mutex<()>,
+    ready: AtomicBool,
+    /// Unix seconds of the last successful list or event; 0 before the first.
+    last_sync: AtomicU64,
+}
+
+impl Catalog {
+    /// An empty catalog, not ready.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A ready catalog holding these Services (static files, tests). Invalid ones are
+    /// returned with their error.
+    pub fn from_links(links: Vec<ServiceLink>) -> (Self, Vec<IngestError>) {
+        let catalog = Self::new();
+        let errors = catalog.replace(ListScope::All, links);
+        catalog.mark_ready();
+        (catalog, errors)
+    }
+
+    /// The index of a namespace, if it has Services.
+    pub fn namespace(&self, namespace: &str) -> Option<Arc<NamespaceIndex>> {
+        self.read_map().get(namespace).cloned()
+    }
+
+    /// One Service.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<LinkedService>> {
+        self.namespace(namespace)?.get(name).cloned()
+    }
+
+    /// Adds or replaces one Service.
+    pub fn apply(&self, link: &ServiceLink) -> Result<(), IngestError> {
+        let service = Arc::new(LinkedService::new(link)?);
+        let _writer = self.lock_writer();
+        let mut index = self
+            .namespace(&link.namespace)
+            .map(|i| (*i).clone())
+            .unwrap_or_default();
+        index.services.insert(link.name.as_str().into(), service);
+        self.write_map()
+            .insert(link.namespace.as_str().into(), Arc::new(index));
+        self.touch();
+        Ok(())
+    }
+
+    /// Removes one Service (absent is fine: deletes may repeat after a re-list).
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let _writer = self.lock_writer();
+        let Some(current) = self.namespace(namespace) else {
+            return;
+        };
+        if current.get(name).is_none() {
+            return;
+        }
+        let mut index = (*current).clone();
+        index.services.remove(name);
+        let mut map = self.write_map();
+        if index.is_empty() {
+            map.remove(namespace);
+        } else {
+            map.insert(namespace.into(), Arc::new(index));
+        }
+        drop(map);
+        self.touch();
+    }
+
+    /// Replaces everything in `scope` with `links` (a completed re-list): Services deleted
+    /// while the watch was down disappear here.
+    pub fn replace(&self, scope: ListScope, links: Vec<ServiceLink>) -> Vec<IngestError> {
+        let mut errors = Vec::new();
+        let mut fresh: HashMap<Box<str>, NamespaceIndex> = HashMap::new();
+        for link in links {
+            if let ListScope::Namespace(ns) = &scope
+                && &link.namespace != ns
+            {
+                continue;
+            }
+            match LinkedService::new(&link) {
+                Ok(service) => {
+                    fresh
+                        .entry(link.namespace.as_str().into())
+                        .or_default()
+                        .services
+                        .insert(link.name.as_str().into(), Arc::new(service));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let _writer = self.lock_writer();
+        let mut map = self.write_map();
+        match &scope {
+            ListScope::All => map.clear(),
+            ListScope::Namespace(ns) => {
+                map.remove(ns.as_str());
+            }
+        }
+        for (ns, index) in fresh {
+            map.insert(ns, Arc::new(index));
+        }
+        drop(map);
+        self.touch();
+        errors
+    }
+
+    /// Services and namespaces held.
+    pub fn stats(&self) -> CatalogStats {
+        let map = self.read_map();
+        CatalogStats {
+            services: map.values().map(|i| i.len()).sum(),
+            namespaces: map.len(),
+        }
+    }
+
+    /// Marks the first full list as done.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the first full list is done.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Unix seconds of the last list or event (0: never).
+    pub fn last_sync(&self) -> u64 {
+        self.last_sync.load(Ordering::Relaxed)
+    }
+
+    /// Records that the catalog is known current now (a list completed or an event arrived).
+    pub fn touch(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.last_sync.store(now, Ordering::Relaxed);
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Arc<NamespaceIndex>>> {
+        // A panic elsewhere cannot leave the map half-written (every write is one insert or a
+        // clear followed by inserts of complete indexes), so a poisoned lock is still usable.
+        self.namespaces
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Arc<NamespaceIndex>>> {
+        self.namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::servicelinks::LinkPort;
+
+    pub(crate) fn link(ns: &str, name: &str, ip: &str, port: i32) -> ServiceLink {
+        ServiceLink {
+            namespace: ns.into(),
+            name: name.into(),
+            cluster_ip: ip.into(),
+            ports: vec![LinkPort {
+                name: String::new(),
+                port,
+                protocol: "TCP".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn precomputed_variables_equal_servicelinks() {
+        let l = link("a", "redis-master", "fd00::5", 6379);
+        let s = LinkedService::new(&l).expect("valid");
+        let got: Vec<(String, String)> = s
+            .variables()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let want: Vec<(String, String)> = servicelinks::service_variables(&l)
+            .into_iter()
+            .map(|v| (v.name, v.value))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(s.variable_count(), want.len());
+    }
+
+    #[test]
+    fn headless_has_no_variables_but_exists() {
+        let (c, errors) = Catalog::from_links(vec![link("a", "h", "None", 80)]);
+        assert!(errors.is_empty());
+        let s = c.service("a", "h").expect("present");
+        assert!(!s.has_cluster_ip());
+        assert_eq!(s.variables().count(), 0);
+    }
+
+    #[test]
+    fn apply_delete_and_snapshots_are_isolated() {
+        let (c, _) = Catalog::from_links(vec![link("a", "x", "10.0.0.1", 80)]);
+        let before = c.namespace("a").expect("ns a");
+        c.apply(&link("a", "y", "10.0.0.2", 81)).expect("apply");
+        c.apply(&link("a", "x", "10.0.0.9", 80)).expect("update");
+        // A reader's snapshot does not change under it.
+        assert_eq!(before.len(), 1);
+        assert_eq!(
+            before
+                .get("x")
+                .map(|s| s.variables().next().map(|v| v.1.to_string())),
+            Some(Some("10.0.0.1".into()))
+        );
+        let after = c.namespace("a").expect("ns a");
+        assert_eq!(after.len(), 2);
+        c.delete("a", "x");
+        c.delete("a", "x");
+        c.delete("a", "y");
+        assert!(c.namespace("a").is_none());
+        assert_eq!(c.stats(), CatalogStats::default());
+    }
+
+    #[test]
+    fn relist_drops_services_deleted_meanwhile() {
+        let (c, _) = Catalog::from_links(vec![
+            link("a", "gone", "10.0.0.1", 80),
+            link("a", "kept", "10.0.0.2", 80),
+            link("b", "other", "10.0.0.3", 80),
+        ]);
+        c.replace(ListScope::All, vec![link("a", "kept", "10.0.0.2", 80)]);
+        assert!(c.service("a", "gone").is_none());
+        assert!(c.service("a", "kept").is_some());
+        assert!(c.namespace("b").is_none());
+        assert_eq!(
+            c.stats(),
+            CatalogStats {
+                services: 1,
+                namespaces: 1
+            }
+        );
+    }
+
+    #[test]
+    fn namespaced_relist_touches_only_its_namespace() {
+        let (c, _) = Catalog::from_links(vec![
+            link("a", "x", "10.0.0.1", 80),
+            link("b", "y", "10.0.0.3", 80),
+        ]);
+        c.replace(
+            ListScope::Namespace("a".into()),
+            vec![
+                link("a", "z", "10.0.0.4", 80),
+                link("b", "ignored", "10.0.0.5", 80),
+            ],
+        );
+        assert!(c.service("a", "x").is_none());
+        assert!(c.service("a", "z").is_some());
+        assert!(c.service("b", "y").is_some());
+        assert!(c.service("b", "ignored").is_none());
+    }
+
+    #[test]
+    fn nul_bytes_are_refused() {
+        let bad = link("a", "x\0y", "10.0.0.1", 80);
+        let (c, errors) = Catalog::from_links(vec![bad]);
+        assert_eq!(errors.len(), 1);
+        assert!(c.namespace("a").is_none());
+    }
+}

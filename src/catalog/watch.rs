@@ -1,0 +1,1 @@
+//! Service catalog from a kube-runtime watcher (see the server issue).

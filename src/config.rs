@@ -1,0 +1,407 @@
+//! The policy file: what envlink injects and which variables are reserved.
+//!
+//! YAML (JSON is YAML too). Every key is optional; an unknown key, a wrong type or an invalid
+//! pattern is an error that names the key, because a silently ignored misspelling in an
+//! admission policy is a security bug.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::reserved::{CompiledRules, RuleError};
+
+/// Default cap on injected variables per Pod.
+///
+/// The kubelet fails containers with "argument list too long" somewhere near 2,000 Services
+/// (about 14,000 variables, depending on name lengths); 5,000 variables stays well clear of
+/// that and of etcd's 1.5 MiB object limit, while never biting a namespace of a few hundred
+/// Services.
+pub const DEFAULT_MAX_VARIABLES: usize = 5_000;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Config {
+    /// Service-link injection.
+    pub services: ServicesConfig,
+    /// Reserved device-plugin variables.
+    pub reserved: ReservedConfig,
+}
+
+/// Which Pods get which Service variables.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ServicesConfig {
+    /// `all`: the kubelet's set unless the Pod narrows it; `annotated`: only Pods with
+    /// `envlink.io/services`; `off`: no injection (reserved checks only).
+    pub mode: InjectionMode,
+    /// Whether `envlink.io/services` may name `namespace/name`.
+    pub allow_cross_namespace: bool,
+    /// What to do when a Pod names a Service that does not exist.
+    pub on_missing: OnMissing,
+    /// Set `spec.enableServiceLinks: false` after injecting, so the kubelet adds no second copy.
+    pub disable_service_links: bool,
+    /// Inject nothing (and warn) when a Pod would get more variables than this.
+    pub max_variables: usize,
+    /// Watch only these namespaces (empty: all). `default` is always watched for `kubernetes`.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            mode: InjectionMode::All,
+            allow_cross_namespace: false,
+            on_missing: OnMissing::Deny,
+            disable_service_links: true,
+            max_variables: DEFAULT_MAX_VARIABLES,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// See [`ServicesConfig::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InjectionMode {
+    /// The kubelet's set by default, narrowed by the annotation.
+    All,
+    /// Only Pods that carry `envlink.io/services`.
+    Annotated,
+    /// No injection at all.
+    Off,
+}
+
+/// See [`ServicesConfig::on_missing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnMissing {
+    /// Refuse the Pod, naming the missing Services (controllers retry until they exist).
+    Deny,
+    /// Admit it with a warning and inject what exists.
+    Warn,
+}
+
+/// Reserved-variable rules.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ReservedConfig {
+    /// Start from the built-in rules for known device plugins.
+    pub use_default_rules: bool,
+    /// The action of the built-in rules.
+    pub default_action: Action,
+    /// Extra rules, checked after the built-in ones.
+    pub rules: Vec<RuleConfig>,
+    /// Namespaces where no reserved rule applies (set by the cluster admin, never by a Pod).
+    pub exempt_namespaces: Vec<String>,
+}
+
+impl Default for ReservedConfig {
+    fn default() -> Self {
+        Self {
+            use_default_rules: true,
+            default_action: Action::Deny,
+            rules: Vec::new(),
+            exempt_namespaces: Vec::new(),
+        }
+    }
+}
+
+/// One reserved-variable rule as written in the file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuleConfig {
+    /// A short name used in messages.
+    pub name: String,
+    /// Resource-name globs (`nvidia.com/*`); with scope `requesting` a container must request
+    /// or limit one of them for the rule to apply.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Exact variable names.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Variable-name prefixes.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Regular expressions that must match the whole name.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// Which containers the rule applies to.
+    #[serde(default)]
+    pub scope: Scope,
+    /// What happens to a container that sets such a variable.
+    #[serde(default)]
+    pub action: Action,
+}
+
+/// See [`RuleConfig::scope`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Scope {
+    /// Containers that request or limit a matching resource.
+    #[default]
+    Requesting,
+    /// Every container, init container and ephemeral container.
+    All,
+}
+
+/// See [`RuleConfig::action`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// Admit with a warning.
+    Warn,
+    /// Remove the variable by patch, with a warning.
+    Strip,
+    /// Refuse the Pod.
+    #[default]
+    Deny,
+}
+
+impl Action {
+    /// The lower-case name used in messages and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Warn => "warn",
+            Action::Strip => "strip",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not YAML.
+    #[error("config file {path} is not valid YAML: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// A key is unknown or has the wrong type.
+    #[error("config file {path}: at `{key}`: {message}")]
+    Key {
+        /// The file.
+        path: String,
+        /// Dotted path to the key, e.g. `reserved.rules[0].action`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is well-typed but unusable (an invalid pattern, an empty rule, ...).
+    #[error("config file {path}: {source}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Which rule and what is wrong.
+        source: RuleError,
+    },
+    /// A value outside its range.
+    #[error("config file {path}: at `{key}`: {message}")]
+    Range {
+        /// The file.
+        path: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A configuration that has been checked, with its rules compiled once.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The configuration as written (with defaults filled in).
+    pub config: Config,
+    /// The reserved rules, built-in first, compiled.
+    pub rules: CompiledRules,
+}
+
+impl Policy {
+    /// Checks and compiles a configuration. `origin` names it in messages.
+    pub fn new(config: Config, origin: &str) -> Result<Self, ConfigError> {
+        if config.services.max_variables == 0 {
+            return Err(ConfigError::Range {
+                path: origin.into(),
+                key: "services.maxVariables".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let rules =
+            CompiledRules::compile(&config.reserved).map_err(|source| ConfigError::Invalid {
+                path: origin.into(),
+                source,
+            })?;
+        Ok(Self { config, rules })
+    }
+
+    /// Parses and checks a configuration from text.
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config = parse_config(text, origin)?;
+        Self::new(config, origin)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_yaml(&text, &origin)
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        // The built-in rules are covered by tests; compiling them cannot fail.
+        Self::new(Config::default(), "<built-in defaults>")
+            .unwrap_or_else(|e| panic!("built-in configuration is invalid: {e}"))
+    }
+}
+
+fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    // Two steps: YAML syntax first (its errors carry line numbers), then the typed structure
+    // through serde_path_to_error, so a wrong key is reported with its full path.
+    let value: serde_json::Value = if text.trim().is_empty() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.into(),
+            message: e.to_string(),
+        })?
+    };
+    if value.is_null() {
+        return Ok(Config::default());
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
+        path: origin.into(),
+        key: display_path(e.path()),
+        message: e.inner().to_string(),
+    })
+}
+
+fn display_path(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." {
+        "(top level)".into()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let p = Policy::from_yaml("", "t").expect("empty config");
+        assert_eq!(p.config, Config::default());
+        let p = Policy::from_yaml("# only a comment\n", "t").expect("comment-only config");
+        assert_eq!(p.config, Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+services:
+  mode: annotated
+  allowCrossNamespace: true
+  onMissing: warn
+  disableServiceLinks: false
+  maxVariables: 100
+  namespaces: [a, b]
+reserved:
+  useDefaultRules: false
+  defaultAction: warn
+  exemptNamespaces: [gpu-admin]
+  rules:
+    - name: custom
+      resources: ["example.com/*"]
+      names: [EXAMPLE_DEVICES]
+      prefixes: [EXAMPLE_]
+      patterns: ["EX[0-9]+"]
+      scope: all
+      action: strip
+"#;
+        let p = Policy::from_yaml(text, "t").expect("valid config");
+        assert_eq!(p.config.services.mode, InjectionMode::Annotated);
+        assert_eq!(p.config.services.on_missing, OnMissing::Warn);
+        assert_eq!(p.config.reserved.rules[0].action, Action::Strip);
+        assert_eq!(p.config.reserved.rules[0].scope, Scope::All);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "services:\n  mdoe: all\n",
+                "services",
+                "unknown field `mdoe`",
+            ),
+            (
+                "services:\n  maxVariables: lots\n",
+                "services.maxVariables",
+                "invalid type",
+            ),
+            (
+                "reserved:\n  rules:\n    - name: x\n      names: [A]\n      action: block\n",
+                "reserved.rules[0].action",
+                "unknown variant `block`",
+            ),
+            ("servces: {}\n", "(top level)", "unknown field `servces`"),
+        ];
+        for (text, key, message) in cases {
+            let err = Policy::from_yaml(text, "cfg.yaml")
+                .expect_err(text)
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+            assert!(err.contains(message), "{err}");
+            assert!(err.contains("cfg.yaml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        let bad_pattern = "reserved:\n  rules:\n    - name: r\n      patterns: ['QAT[0-9']\n";
+        let err = Policy::from_yaml(bad_pattern, "c")
+            .expect_err("bad regex")
+            .to_string();
+        assert!(err.contains("rule `r`") && err.contains("pattern"), "{err}");
+
+        let empty_rule = "reserved:\n  rules:\n    - name: r\n";
+        let err = Policy::from_yaml(empty_rule, "c")
+            .expect_err("empty rule")
+            .to_string();
+        assert!(err.contains("rule `r`"), "{err}");
+
+        let zero = "services:\n  maxVariables: 0\n";
+        let err = Policy::from_yaml(zero, "c").expect_err("zero").to_string();
+        assert!(err.contains("services.maxVariables"), "{err}");
+
+        let syntax = "services: [unclosed\n";
+        let err = Policy::from_yaml(syntax, "c")
+            .expect_err("syntax")
+            .to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_clear_error() {
+        let err = Policy::from_file(Path::new("/nonexistent/envlink.yaml"))
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("/nonexistent/envlink.yaml"), "{err}");
+    }
+}

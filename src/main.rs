@@ -1,0 +1,39 @@
+//! The `envlink` binary: wiring only.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use envlink::cli::{Cli, Command, mutate, serve};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Mutate(args) => {
+            let code = mutate::run(
+                &args,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            );
+            ExitCode::from(code.code())
+        }
+        Command::Serve(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("envlink serve: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("envlink serve: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
