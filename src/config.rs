@@ -62,7 +62,7 @@ impl Default for ServicesConfig {
 
 /// See [`ServicesConfig::mode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(try_from = "ModeText")]
 pub enum InjectionMode {
     /// The kubelet's set by default, narrowed by the annotation.
     All,
@@ -70,6 +70,30 @@ pub enum InjectionMode {
     Annotated,
     /// No injection at all.
     Off,
+}
+
+/// `mode` as written. YAML 1.1 parsers read an unquoted `off` as the boolean false, so
+/// `mode: off` arrives as `false` and is accepted as `off`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ModeText {
+    Flag(bool),
+    Text(String),
+}
+
+impl TryFrom<ModeText> for InjectionMode {
+    type Error = String;
+
+    fn try_from(value: ModeText) -> Result<Self, Self::Error> {
+        match value {
+            ModeText::Flag(false) => Ok(InjectionMode::Off),
+            ModeText::Text(t) if t == "all" => Ok(InjectionMode::All),
+            ModeText::Text(t) if t == "annotated" => Ok(InjectionMode::Annotated),
+            ModeText::Text(t) if t == "off" => Ok(InjectionMode::Off),
+            ModeText::Flag(true) => Err("expected `all`, `annotated` or `off`, got `true`".into()),
+            ModeText::Text(t) => Err(format!("expected `all`, `annotated` or `off`, got `{t}`")),
+        }
+    }
 }
 
 /// See [`ServicesConfig::on_missing`].
@@ -347,8 +371,13 @@ reserved:
         let cases = [
             (
                 "services:\n  mdoe: all\n",
-                "services",
+                "services.mdoe",
                 "unknown field `mdoe`",
+            ),
+            (
+                "services:\n  mode: sometimes\n",
+                "services.mode",
+                "got `sometimes`",
             ),
             (
                 "services:\n  maxVariables: lots\n",
@@ -360,7 +389,7 @@ reserved:
                 "reserved.rules[0].action",
                 "unknown variant `block`",
             ),
-            ("servces: {}\n", "(top level)", "unknown field `servces`"),
+            ("servces: {}\n", "servces", "unknown field `servces`"),
         ];
         for (text, key, message) in cases {
             let err = Policy::from_yaml(text, "cfg.yaml")
@@ -374,13 +403,13 @@ reserved:
 
     #[test]
     fn invalid_values_are_errors() {
-        let bad_pattern = "reserved:\n  rules:\n    - name: r\n      patterns: ['QAT[0-9']\n";
+        let bad_pattern = "reserved:\n  rules:\n    - name: r\n      resources: [x.io/*]\n      patterns: ['QAT[0-9']\n";
         let err = Policy::from_yaml(bad_pattern, "c")
             .expect_err("bad regex")
             .to_string();
         assert!(err.contains("rule `r`") && err.contains("pattern"), "{err}");
 
-        let empty_rule = "reserved:\n  rules:\n    - name: r\n";
+        let empty_rule = "reserved:\n  rules:\n    - name: r\n      resources: [x.io/*]\n";
         let err = Policy::from_yaml(empty_rule, "c")
             .expect_err("empty rule")
             .to_string();

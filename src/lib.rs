@@ -8,6 +8,8 @@ pub mod admission;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod manifest;
 pub mod reserved;
 pub mod servicelinks;
+pub mod telemetry;

@@ -124,14 +124,18 @@ pub fn listed_selection(
         let target_ns = match ns {
             // A plain `kubernetes` means the one the kubelet would give: the namespace's own
             // when it has one with a cluster IP, else the API server's in `default`.
+            // When neither is usable, it names the namespace's own (reported as missing or
+            // as giving no variables, like any other Service).
             None if is_master_ref => {
-                if catalog
-                    .service(namespace, MASTER_SERVICE_NAME)
-                    .is_some_and(|s| s.has_cluster_ip())
-                {
-                    namespace
-                } else {
+                let own = catalog.service(namespace, MASTER_SERVICE_NAME);
+                let own_usable = own.as_ref().is_some_and(|s| s.has_cluster_ip());
+                let master_exists = catalog
+                    .service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
+                    .is_some();
+                if !own_usable && master_exists {
                     MASTER_SERVICE_NAMESPACE
+                } else {
+                    namespace
                 }
             }
             None => namespace,

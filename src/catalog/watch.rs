@@ -1,1 +1,467 @@
-//! Service catalog from a kube-runtime watcher (see the server issue).
+//! The Service catalog from kube-runtime watchers.
+//!
+//! One watcher over Services in all namespaces, or — when the policy lists namespaces — one
+//! per listed namespace plus `default` (for the `kubernetes` Service). Each watcher's events
+//! go through [`CatalogSync::handle`], a plain synchronous function, so the event → catalog
+//! logic is tested by feeding events, without an API server.
+//!
+//! Re-lists: `Init` starts a buffer, `InitApply` fills it, `InitDone` replaces exactly the
+//! watcher's [`ListScope`] with it, which drops the Services deleted while the watch was
+//! down (their `Delete` events were never seen). Until `InitDone` the old contents keep
+//! being served: a re-list never shows reviews a half-filled catalog.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
+use super::{Catalog, ListScope, file};
+use crate::servicelinks::ServiceLink;
+
+/// The namespace that always holds the `kubernetes` Service.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Counters of the watchers, read by the metrics endpoint at scrape time.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    events: AtomicU64,
+    restarts: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl WatchCounters {
+    /// Watch events received (`Apply`, `Delete`, `InitApply`).
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Times a watch failed and was restarted (with backoff).
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Objects that did not decode as a usable Service and were left out.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a watched object was left out of the catalog.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The object is not a valid Service.
+    #[error("Service {namespace}/{name} does not decode: {message}")]
+    Undecodable {
+        /// Namespace (may be empty).
+        namespace: String,
+        /// Name (may be empty).
+        name: String,
+        /// The decoder's message, with the field path.
+        message: String,
+    },
+    /// No `metadata.name`.
+    #[error("a Service in namespace {namespace:?} has no metadata.name")]
+    NoName {
+        /// Namespace.
+        namespace: String,
+    },
+    /// No `metadata.namespace` on a cluster-wide watch.
+    #[error("Service {name} has no metadata.namespace")]
+    NoNamespace {
+        /// Name.
+        name: String,
+    },
+}
+
+/// The scopes to watch: everything, or the listed namespaces plus `default`.
+pub fn scopes(namespaces: &[String]) -> Vec<ListScope> {
+    if namespaces.is_empty() {
+        return vec![ListScope::All];
+    }
+    let mut names: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+    names.push(DEFAULT_NAMESPACE);
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|ns| ListScope::Namespace(ns.to_string()))
+        .collect()
+}
+
+/// Decodes a watched object into the fields the kubelet reads.
+pub fn decode_service(object: DynamicObject, scope: &ListScope) -> Result<ServiceLink, SkipReason> {
+    let namespace = object_namespace(&object, scope);
+    let name = object.metadata.name.clone().unwrap_or_default();
+    if name.is_empty() {
+        return Err(SkipReason::NoName { namespace });
+    }
+    if namespace.is_empty() {
+        return Err(SkipReason::NoNamespace { name });
+    }
+    let undecodable = |message: String| SkipReason::Undecodable {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        message,
+    };
+    let value = serde_json::to_value(object).map_err(|e| undecodable(e.to_string()))?;
+    let service: Service = serde_path_to_error::deserialize(value)
+        .map_err(|e| undecodable(format!("at `{}`: {}", e.path(), e.inner())))?;
+    Ok(file::link_from_service(&service, &namespace))
+}
+
+fn object_namespace(object: &DynamicObject, scope: &ListScope) -> String {
+    match (&object.metadata.namespace, scope) {
+        (Some(ns), _) if !ns.is_empty() => ns.clone(),
+        (_, ListScope::Namespace(ns)) => ns.clone(),
+        (_, ListScope::All) => String::new(),
+    }
+}
+
+#[derive(Debug)]
+struct ScopeState {
+    scope: ListScope,
+    /// `Some` between `Init` and `InitDone`.
+    buffer: Option<Vec<ServiceLink>>,
+    /// Whether a full list has completed at least once.
+    synced: bool,
+}
+
+/// Applies watch events to the catalog; one per process, fed by every watcher.
+#[derive(Debug)]
+pub struct CatalogSync {
+    catalog: Arc<Catalog>,
+    scopes: Vec<ScopeState>,
+    counters: Arc<WatchCounters>,
+}
+
+impl CatalogSync {
+    /// A sync for these scopes (see [`scopes`]); the catalog becomes ready once every scope
+    /// has completed one full list.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        scopes: Vec<ListScope>,
+        counters: Arc<WatchCounters>,
+    ) -> Self {
+        Self {
+            catalog,
+            scopes: scopes
+                .into_iter()
+                .map(|scope| ScopeState {
+                    scope,
+                    buffer: None,
+                    synced: false,
+                })
+                .collect(),
+            counters,
+        }
+    }
+
+    /// The scopes, in the order their indexes refer to.
+    pub fn scopes(&self) -> impl Iterator<Item = &ListScope> {
+        self.scopes.iter().map(|s| &s.scope)
+    }
+
+    /// Whether every scope has completed a full list.
+    pub fn all_synced(&self) -> bool {
+        self.scopes.iter().all(|s| s.synced)
+    }
+
+    /// Applies one event of the watcher of scope number `index`.
+    pub fn handle(&mut self, index: usize, event: Event<DynamicObject>) {
+        let Some(state) = self.scopes.get_mut(index) else {
+            tracing::error!(index, "watch event for an unknown scope; ignored");
+            return;
+        };
+        match event {
+            Event::Init => {
+                tracing::debug!(scope = ?state.scope, "Service list started");
+                state.buffer = Some(Vec::new());
+            }
+            Event::InitApply(object) => {
+                self.counters.events.fetch_add(1, Ordering::Relaxed);
+                match decode_service(object, &state.scope) {
+                    Ok(link) => state.buffer.get_or_insert_with(Vec::new).push(link),
+                    Err(reason) => {
+                        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%reason, "Service skipped");
+                    }
+                }
+            }
+            Event::InitDone => {
+                let Some(links) = state.buffer.take() else {
+                    // kube-runtime always sends Init first; replacing with nothing here would
+                    // empty the scope, so a stray InitDone changes nothing.
+                    tracing::warn!(scope = ?state.scope, "InitDone without Init; ignored");
+                    return;
+                };
+                let listed = links.len();
+                for error in self.catalog.replace(state.scope.clone(), links) {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "Service skipped");
+                }
+                state.synced = true;
+                tracing::info!(scope = ?state.scope, services = listed, "Service list complete");
+                if !self.catalog.is_ready() && self.all_synced() {
+                    self.catalog.mark_ready();
+                    let stats = self.catalog.stats();
+                    tracing::info!(
+                        services = stats.services,
+                        namespaces = stats.namespaces,
+                        "Service catalog synced: ready"
+                    );
+                }
+            }
+            Event::Apply(object) => {
+                self.counters.events.fetch_add(1, Ordering::Relaxed);
+                let namespace = object_namespace(&object, &state.scope);
+                let name = object.metadata.name.clone().unwrap_or_default();
+                let outcome = decode_service(object, &state.scope)
+                    .map_err(|e| e.to_string())
+                    .and_then(|link| self.catalog.apply(&link).map_err(|e| e.to_string()));
+                if let Err(reason) = outcome {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%reason, "Service skipped");
+                    // Its previous version is no longer what the cluster has; a re-list would
+                    // leave it out too, so do the same now instead of serving stale variables.
+                    if !namespace.is_empty() && !name.is_empty() {
+                        self.catalog.delete(&namespace, &name);
+                    }
+                }
+            }
+            Event::Delete(object) => {
+                self.counters.events.fetch_add(1, Ordering::Relaxed);
+                let namespace = object_namespace(&object, &state.scope);
+                // Deletion needs only the key, so even an undecodable object is removed.
+                if let Some(name) = object.metadata.name.as_deref() {
+                    self.catalog.delete(&namespace, name);
+                }
+            }
+        }
+    }
+
+    /// Records that the watcher of scope `index` failed; kube-runtime restarts it (after a
+    /// backoff) with a fresh list.
+    pub fn restarted(&mut self, index: usize, error: &dyn std::fmt::Display) {
+        self.counters.restarts.fetch_add(1, Ordering::Relaxed);
+        let scope = self.scopes.get(index).map(|s| &s.scope);
+        tracing::warn!(?scope, %error, "Service watch failed; restarting with backoff");
+    }
+}
+
+/// Runs the watchers until the process ends, feeding `sync`. The API server going away is
+/// not fatal: each watcher backs off and re-lists, and the catalog keeps serving meanwhile.
+pub async fn run(client: kube::Client, mut sync: CatalogSync) {
+    let resource = ApiResource::erase::<Service>(&());
+    // `any_semantic`: the first list may come from the API server's watch cache instead of
+    // etcd (what client-go informers do), which is far cheaper with many Services.
+    let config = watcher::Config::default().any_semantic();
+    let streams = sync.scopes().enumerate().map(|(index, scope)| {
+        let api: Api<DynamicObject> = match scope {
+            ListScope::All => Api::all_with(client.clone(), &resource),
+            ListScope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        };
+        watcher::watcher(api, config.clone())
+            .default_backoff()
+            .map(move |item| (index, item))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    while let Some((index, item)) = events.next().await {
+        match item {
+            Ok(event) => sync.handle(index, event),
+            Err(error) => sync.restarted(index, &error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(ns: &str, name: &str, ip: &str, port: i64) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": ip, "ports": [{"port": port, "protocol": "TCP"}]}
+        }))
+        .expect("dynamic object")
+    }
+
+    fn host(catalog: &Catalog, ns: &str, name: &str) -> Option<String> {
+        let s = catalog.service(ns, name)?;
+        s.variables()
+            .find(|(n, _)| n.ends_with("_SERVICE_HOST"))
+            .map(|(_, v)| v.to_string())
+    }
+
+    fn sync(scopes: Vec<ListScope>) -> (Arc<Catalog>, Arc<WatchCounters>, CatalogSync) {
+        let catalog = Arc::new(Catalog::new());
+        let counters = Arc::new(WatchCounters::default());
+        let s = CatalogSync::new(catalog.clone(), scopes, counters.clone());
+        (catalog, counters, s)
+    }
+
+    #[test]
+    fn initial_list_builds_the_catalog_and_then_ready() {
+        let (catalog, counters, mut s) = sync(vec![ListScope::All]);
+        s.handle(0, Event::Init);
+        s.handle(
+            0,
+            Event::InitApply(service("default", "kubernetes", "10.96.0.1", 443)),
+        );
+        s.handle(
+            0,
+            Event::InitApply(service("shop", "redis", "10.96.0.7", 6379)),
+        );
+        // Not visible (and not ready) before the list is complete.
+        assert!(catalog.service("shop", "redis").is_none());
+        assert!(!catalog.is_ready());
+        s.handle(0, Event::InitDone);
+        assert!(catalog.is_ready());
+        assert_eq!(
+            host(&catalog, "shop", "redis").as_deref(),
+            Some("10.96.0.7")
+        );
+        assert_eq!(catalog.stats().services, 2);
+        assert_eq!(counters.events(), 2);
+    }
+
+    #[test]
+    fn apply_and_delete() {
+        let (catalog, counters, mut s) = sync(vec![ListScope::All]);
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitDone);
+        assert!(catalog.is_ready());
+        s.handle(0, Event::Apply(service("shop", "db", "10.0.0.1", 5432)));
+        assert_eq!(host(&catalog, "shop", "db").as_deref(), Some("10.0.0.1"));
+        s.handle(0, Event::Apply(service("shop", "db", "10.0.0.2", 5432)));
+        assert_eq!(host(&catalog, "shop", "db").as_deref(), Some("10.0.0.2"));
+        s.handle(0, Event::Delete(service("shop", "db", "10.0.0.2", 5432)));
+        assert!(catalog.service("shop", "db").is_none());
+        // A repeated delete is harmless.
+        s.handle(0, Event::Delete(service("shop", "db", "10.0.0.2", 5432)));
+        assert_eq!(counters.events(), 4);
+    }
+
+    #[test]
+    fn relist_drops_services_deleted_while_the_watch_was_down() {
+        let (catalog, counters, mut s) = sync(vec![ListScope::All]);
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitApply(service("a", "gone", "10.0.0.1", 80)));
+        s.handle(0, Event::InitApply(service("a", "kept", "10.0.0.2", 80)));
+        s.handle(0, Event::InitDone);
+        s.restarted(0, &"connection refused");
+        assert_eq!(counters.restarts(), 1);
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitApply(service("a", "kept", "10.0.0.2", 80)));
+        // During the re-list, the old contents are still served.
+        assert!(catalog.service("a", "gone").is_some());
+        s.handle(0, Event::InitDone);
+        assert!(catalog.service("a", "gone").is_none());
+        assert!(catalog.service("a", "kept").is_some());
+        assert!(catalog.is_ready());
+    }
+
+    #[test]
+    fn undecodable_objects_are_skipped_not_fatal() {
+        let (catalog, counters, mut s) = sync(vec![ListScope::All]);
+        let bad: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "broken", "namespace": "a"},
+            "spec": {"ports": [{"port": "eighty"}]}
+        }))
+        .expect("dynamic object");
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitApply(bad.clone()));
+        s.handle(0, Event::InitApply(service("a", "fine", "10.0.0.1", 80)));
+        s.handle(0, Event::InitDone);
+        assert!(catalog.is_ready());
+        assert!(catalog.service("a", "broken").is_none());
+        assert!(catalog.service("a", "fine").is_some());
+        assert_eq!(counters.skipped(), 1);
+        // An update that makes a known Service undecodable removes the stale entry.
+        s.handle(0, Event::Apply(service("a", "broken", "10.0.0.5", 80)));
+        assert!(catalog.service("a", "broken").is_some());
+        s.handle(0, Event::Apply(bad));
+        assert!(catalog.service("a", "broken").is_none());
+        assert_eq!(counters.skipped(), 2);
+    }
+
+    #[test]
+    fn decode_errors_name_the_field() {
+        let bad: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "x", "namespace": "a"},
+            "spec": {"ports": [{"port": "eighty"}]}
+        }))
+        .expect("dynamic object");
+        let err = decode_service(bad, &ListScope::All).expect_err("bad port");
+        assert!(err.to_string().contains("spec.ports[0].port"), "{err}");
+        let nameless: DynamicObject =
+            serde_json::from_value(json!({"metadata": {"namespace": "a"}})).expect("object");
+        assert!(matches!(
+            decode_service(nameless, &ListScope::All),
+            Err(SkipReason::NoName { .. })
+        ));
+    }
+
+    #[test]
+    fn namespaced_scopes_replace_only_their_namespace_and_ready_waits_for_all() {
+        let scopes = scopes(&["shop".to_string(), "default".to_string()]);
+        assert_eq!(
+            scopes,
+            vec![
+                ListScope::Namespace("default".into()),
+                ListScope::Namespace("shop".into())
+            ]
+        );
+        let (catalog, _, mut s) = sync(scopes);
+        s.handle(0, Event::Init);
+        s.handle(
+            0,
+            Event::InitApply(service("default", "kubernetes", "10.96.0.1", 443)),
+        );
+        s.handle(0, Event::InitDone);
+        assert!(!catalog.is_ready(), "shop has not listed yet");
+        s.handle(1, Event::Init);
+        s.handle(1, Event::InitApply(service("shop", "web", "10.96.0.2", 80)));
+        s.handle(1, Event::InitApply(service("shop", "old", "10.96.0.3", 80)));
+        s.handle(1, Event::InitDone);
+        assert!(catalog.is_ready());
+        // A re-list of `shop` leaves `default` alone.
+        s.handle(1, Event::Init);
+        s.handle(1, Event::InitApply(service("shop", "web", "10.96.0.2", 80)));
+        s.handle(1, Event::InitDone);
+        assert!(catalog.service("shop", "old").is_none());
+        assert!(catalog.service("shop", "web").is_some());
+        assert!(catalog.service("default", "kubernetes").is_some());
+        // An object without a namespace on a namespaced watch belongs to that namespace.
+        let bare: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "bare"},
+            "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 1}]}
+        }))
+        .expect("object");
+        s.handle(1, Event::Apply(bare));
+        assert!(catalog.service("shop", "bare").is_some());
+    }
+
+    #[test]
+    fn stray_init_done_changes_nothing() {
+        let (catalog, _, mut s) = sync(vec![ListScope::All]);
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitApply(service("a", "x", "10.0.0.1", 80)));
+        s.handle(0, Event::InitDone);
+        s.handle(0, Event::InitDone);
+        assert!(catalog.service("a", "x").is_some());
+    }
+
+    #[test]
+    fn all_namespaces_is_one_scope() {
+        assert_eq!(scopes(&[]), vec![ListScope::All]);
+    }
+}
