@@ -118,6 +118,9 @@ pub struct ReservedConfig {
     pub rules: Vec<RuleConfig>,
     /// Namespaces where no reserved rule applies (set by the cluster admin, never by a Pod).
     pub exempt_namespaces: Vec<String>,
+    /// Also check the keys of ConfigMaps brought in by `envFrom` (needs list/watch on
+    /// ConfigMaps; envlink keeps only their key names).
+    pub check_config_maps: bool,
 }
 
 impl Default for ReservedConfig {
@@ -127,6 +130,7 @@ impl Default for ReservedConfig {
             default_action: Action::Deny,
             rules: Vec::new(),
             exempt_namespaces: Vec::new(),
+            check_config_maps: false,
         }
     }
 }
@@ -350,6 +354,7 @@ reserved:
   useDefaultRules: false
   defaultAction: warn
   exemptNamespaces: [gpu-admin]
+  checkConfigMaps: true
   rules:
     - name: custom
       resources: ["example.com/*"]
