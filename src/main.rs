@@ -17,6 +17,13 @@ fn main() -> ExitCode {
             ExitCode::from(code.code())
         }
         Command::Serve(args) => {
+            if let Err(e) = envlink::telemetry::init(args.log_format) {
+                eprintln!("envlink serve: {e}");
+                return ExitCode::FAILURE;
+            }
+            // One process-wide TLS provider (ring) for the server and the Kubernetes client;
+            // an error only means one is installed already, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -1,0 +1,282 @@
+//! Prometheus metrics, served on their own plain-HTTP listener (`GET /metrics`).
+//!
+//! Request metrics are updated on the request path (an atomic add and a histogram bucket);
+//! the catalog, watch and TLS figures are read at scrape time from the values their owners
+//! keep anyway, so nothing on those paths knows about Prometheus.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::catalog::Catalog;
+use crate::catalog::watch::WatchCounters;
+use crate::http::health;
+use crate::http::tls::ReloadStats;
+
+/// Upper bounds of the latency histogram, in seconds. A review normally takes tens to
+/// hundreds of microseconds, so the resolution is there; the tail reaches the webhook
+/// timeout, where the API server gives up.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// Upper bounds of the injected-variables histogram (per patched Pod). The default limit
+/// (`services.maxVariables`) is 5,000.
+const VARIABLE_BUCKETS: [f64; 11] = [
+    0.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1_000.0, 2_500.0, 5_000.0, 10_000.0,
+];
+
+type RequestLabels = [(&'static str, &'static str); 2];
+type EndpointLabels = [(&'static str, &'static str); 1];
+
+/// The admission endpoints, as metric and log labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /mutate`.
+    Mutate,
+    /// `POST /validate`.
+    Validate,
+}
+
+impl Endpoint {
+    /// `mutate` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// The registry and the metrics updated on the request path.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    injected: Histogram,
+}
+
+/// The figures read at scrape time.
+#[derive(Debug)]
+struct StateCollector {
+    catalog: Arc<Catalog>,
+    watch: Arc<WatchCounters>,
+    tls: Arc<ReloadStats>,
+}
+
+impl Metrics {
+    /// Registers every metric. `watch` and `tls` may be fresh (all zero) when there is no
+    /// watch (static catalog) or no reload (`--dev`).
+    pub fn new(catalog: Arc<Catalog>, watch: Arc<WatchCounters>, tls: Arc<ReloadStats>) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "envlink_admission_requests",
+            "Admission reviews answered, by endpoint and decision \
+             (allowed, patched, denied, invalid, error)",
+            requests.clone(),
+        );
+        let duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(DURATION_BUCKETS)
+        });
+        registry.register(
+            "envlink_admission_duration_seconds",
+            "Time to answer one admission review, from the first byte of the body to the answer",
+            duration.clone(),
+        );
+        let injected = Histogram::new(VARIABLE_BUCKETS);
+        registry.register(
+            "envlink_injected_variables",
+            "Service variables injected per Pod that envlink injected into",
+            injected.clone(),
+        );
+        registry.register_collector(Box::new(StateCollector {
+            catalog,
+            watch,
+            tls,
+        }));
+        Self {
+            registry,
+            requests,
+            duration,
+            injected,
+        }
+    }
+
+    /// Counts one answered review and its latency. `decision` is `Decision::label()` or
+    /// `error` (an HTTP error status).
+    pub fn observe_review(&self, endpoint: Endpoint, decision: &'static str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&[("endpoint", endpoint.as_str()), ("decision", decision)])
+            .inc();
+        self.duration
+            .get_or_create(&[("endpoint", endpoint.as_str())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how many variables one Pod got.
+    pub fn observe_injected(&self, variables: usize) {
+        // usize → f64 is exact far beyond any realistic count.
+        self.injected.observe(variables as f64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.catalog.stats();
+        let gauges = [
+            (
+                "envlink_catalog_services",
+                "Services in the catalog",
+                stats.services,
+            ),
+            (
+                "envlink_catalog_namespaces",
+                "Namespaces with at least one Service in the catalog",
+                stats.namespaces,
+            ),
+            (
+                "envlink_catalog_ready",
+                "1 once the first full list of Services is done",
+                usize::from(self.catalog.is_ready()),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        // Counter names get their `_total` suffix from the encoder.
+        let counters = [
+            (
+                "envlink_watch_restarts",
+                "Times a Service watch failed and was restarted with backoff",
+                self.watch.restarts(),
+            ),
+            (
+                "envlink_watch_events",
+                "Service watch events received",
+                self.watch.events(),
+            ),
+            (
+                "envlink_watch_skipped",
+                "Watched Services left out because they do not decode",
+                self.watch.skipped(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "envlink_tls_reloads",
+            "Certificate reloads after the files changed, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, value) in [
+            ("success", self.tls.successes()),
+            ("failure", self.tls.failures()),
+        ] {
+            let labels = [("result", result)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// State of the metrics listener.
+#[derive(Debug, Clone)]
+pub struct MetricsState {
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// The catalog, for `/readyz` on this listener too.
+    pub catalog: Arc<Catalog>,
+}
+
+impl FromRef<MetricsState> for Arc<Catalog> {
+    fn from_ref(state: &MetricsState) -> Self {
+        state.catalog.clone()
+    }
+}
+
+/// The plain-HTTP router of the metrics listener: `GET /metrics`, plus `/healthz` and
+/// `/readyz` for probes that cannot speak HTTPS.
+pub fn router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+}
+
+async fn scrape(State(state): State<MetricsState>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed() {
+        let (catalog, _) = Catalog::from_links(Vec::new());
+        let tls = Arc::new(ReloadStats::default());
+        tls.record(false);
+        let m = Metrics::new(Arc::new(catalog), Arc::default(), tls);
+        m.observe_review(Endpoint::Mutate, "patched", Duration::from_micros(120));
+        m.observe_injected(12);
+        let text = m.encode().expect("encode");
+        for needle in [
+            "envlink_admission_requests_total{endpoint=\"mutate\",decision=\"patched\"} 1",
+            "envlink_admission_duration_seconds_bucket{le=\"0.00025\",endpoint=\"mutate\"} 1",
+            "envlink_injected_variables_count 1",
+            "envlink_catalog_services 0",
+            "envlink_catalog_namespaces 0",
+            "envlink_catalog_ready 1",
+            "envlink_watch_restarts_total 0",
+            "envlink_watch_events_total 0",
+            "envlink_tls_reloads_total{result=\"success\"} 0",
+            "envlink_tls_reloads_total{result=\"failure\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+}
