@@ -350,10 +350,18 @@ def test_upgrade_keeps_ca() -> None:
 def test_upgrade_config_rolls_pods_and_rbac_switch() -> None:
     before = tls_state(NS, FULL)
     sum_before = get("deployment", FULL, NS)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    extra = {"key": "team", "operator": "NotIn", "values": ["infra"]}
+    objsel = {"matchExpressions": [{"key": "example.com/skip", "operator": "DoesNotExist"}]}
     vals = {"reserved": {"checkConfigMaps": True},
-            "config": {"services": {"onMissing": "warn"}}}
+            "config": {"services": {"onMissing": "warn"}},
+            "webhook": {"extraNamespaceSelectorExpressions": [extra], "objectSelector": objsel}}
     with helm.Helm(NS) as h:
         h.upgrade(REL, CHART, vals)
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        w = get(kind, FULL)["webhooks"][0]
+        exprs = w["namespaceSelector"]["matchExpressions"]
+        assert len(exprs) == 3 and exprs[2] == extra, exprs
+        assert w["objectSelector"] == objsel, w["objectSelector"]
     sum_after = get("deployment", FULL, NS)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
     assert sum_after != sum_before, "config change did not change the Pod template"
     cfg = yaml.safe_load(get("configmap", FULL, NS)["data"]["config.yaml"])

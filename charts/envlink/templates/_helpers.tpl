@@ -121,7 +121,7 @@ namespaceSelector shared by both webhooks: skip namespaces labelled with the opt
 and the excluded namespaces by name (kubernetes.io/metadata.name, set by Kubernetes >= 1.21).
 */}}
 {{- define "envlink.namespaceSelector" -}}
-{{- $names := uniq (append .Values.webhook.excludeNamespaces .Release.Namespace) }}
+{{- $names := uniq (append .Values.webhook.excludeNamespaces .Release.Namespace) -}}
 matchExpressions:
   - key: {{ .Values.webhook.optOutLabel }}
     operator: NotIn
@@ -130,13 +130,13 @@ matchExpressions:
     operator: NotIn
     values: {{ toJson $names }}
 {{- with .Values.webhook.extraNamespaceSelectorExpressions }}
-{{ toYaml . }}
+{{ toYaml . | indent 2 }}
 {{- end }}
 {{- end }}
 
 {{/* clientConfig.service of a webhook; argument: (list $ "/path"). */}}
 {{- define "envlink.clientConfig" -}}
-{{- $ := index . 0 }}
+{{- $ := index . 0 -}}
 service:
   name: {{ include "envlink.serviceName" $ }}
   namespace: {{ $.Release.Namespace }}
