@@ -240,7 +240,7 @@ async fn tls_setup(
         let ca = args.dev_ca_out.display().to_string();
         let curl = format!(
             "curl --cacert {ca} -H 'Content-Type: application/json' \\\n    \
-             --data @tests/fixtures/mutate-pod-create.json https://localhost:{}/mutate",
+             --data @tests/fixtures/review/mutate-pod-create.json https://localhost:{}/mutate",
             local.port()
         );
         tracing::info!(
