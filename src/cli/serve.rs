@@ -135,6 +135,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::from_file(path)?,
         None => Policy::default(),
     });
+    if policy.config.reserved.check_config_maps {
+        // AppState::config_maps is where a ConfigMap key cache plugs in; until one exists,
+        // say plainly that this part of the policy is not enforced.
+        tracing::warn!(
+            "reserved.checkConfigMaps is set, but envlink serve has no ConfigMap cache yet: \
+             keys brought in through envFrom ConfigMaps are not checked"
+        );
+    }
 
     // Listen first: a port in use is the most common startup error, and nothing else
     // (certificate generation, the cluster connection) needs to happen before it is known.

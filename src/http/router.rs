@@ -131,7 +131,8 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
         endpoint = endpoint.as_str(),
         uid = Empty,
         namespace = Empty,
-        name = Empty,
+        // Not `name`: JSON logs already use that key for the span's own name.
+        object_name = Empty,
         operation = Empty,
         kind = Empty,
         decision = Empty,
@@ -291,7 +292,7 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Result<Reply, Ht
     let kind = &request.kind;
     span.record("uid", request.uid.as_str());
     span.record("namespace", request.namespace.as_deref().unwrap_or(""));
-    span.record("name", request.name.as_str());
+    span.record("object_name", request.name.as_str());
     span.record("operation", operation_name(&request.operation));
     if kind.group.is_empty() {
         span.record("kind", kind.kind.as_str());

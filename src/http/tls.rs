@@ -32,14 +32,16 @@ pub const DEV_SUBJECT_ALT_NAMES: [&str; 5] = [
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    // The I/O error is part of the message (not a `source`), so that `{}` in a log line and
+    // `{:#}` at the command line both say it exactly once.
+    #[error("cannot read {what} {path}: {error}")]
     Read {
         /// `TLS certificate` or `TLS key`.
         what: &'static str,
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The certificate file holds no usable PEM certificate.
     #[error("{path}: no PEM certificate found ({message})")]
@@ -123,10 +125,10 @@ pub async fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), Tl
         async move {
             tokio::fs::read(&path)
                 .await
-                .map_err(|source| TlsError::Read {
+                .map_err(|error| TlsError::Read {
                     what,
                     path: path.display().to_string(),
-                    source,
+                    error,
                 })
         }
     };
