@@ -157,6 +157,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 args.metrics_listen
             )
         })?;
+    let metrics_local = metrics_listener
+        .local_addr()
+        .context("the metrics listener has no address")?;
     let local = listener
         .local_addr()
         .context("the HTTPS listener has no address")?;
@@ -192,7 +195,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     tracing::info!(
         listen = %local,
-        metrics = %args.metrics_listen,
+        metrics = %metrics_local,
         "envlink serving: POST /mutate, POST /validate, GET /healthz, GET /readyz"
     );
     let options = ServerOptions {
