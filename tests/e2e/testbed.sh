@@ -16,7 +16,7 @@
 #   build                     build/cache kube-apiserver 1.20.2 (skip if cached and working)
 #   start STATE_DIR           fresh etcd + kube-apiserver, writes STATE_DIR/{kubeconfig,env}
 #   stop STATE_DIR            stop kube-apiserver and etcd
-#   start-apiserver STATE_DIR restart kube-apiserver alone with the flags stored by `start`
+#   start-apiserver STATE_DIR start kube-apiserver alone again, with the flags stored by `start`
 #   stop-apiserver STATE_DIR  stop kube-apiserver alone (etcd keeps running)
 #   restart-apiserver STATE_DIR  stop-apiserver + start-apiserver
 #   netns-run CMD...          run CMD in a fresh network namespace that has only loopback
@@ -88,12 +88,19 @@ state_dir() {
   (cd "$1" && pwd -P)
 }
 
-# Is the process in pid file $1 alive?
+# Is the process in pid file $1 alive? The pid file is named after the program (etcd.pid,
+# kube-apiserver.pid) and we check the process's command line for that name, so a stale
+# pid file whose pid was reused by an unrelated process is never mistaken for ours (and
+# never killed by `stop`). argv[0] is the first NUL-terminated field of /proc/PID/cmdline.
 pid_alive() {
-  local pidfile=$1 pid
+  local pidfile=$1 pid name argv0=""
   [[ -f "$pidfile" ]] || return 1
   pid=$(cat "$pidfile")
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null
+  name=$(basename "$pidfile" .pid)
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  IFS= read -r -d '' argv0 <"/proc/$pid/cmdline" 2>/dev/null || true
+  [[ "$(basename -- "${argv0:-/}")" == "$name" ]]
 }
 
 # Stop the process in pid file $1 (SIGTERM, then SIGKILL after $2 seconds) and wait for it.
@@ -108,6 +115,8 @@ stop_pidfile() {
   fi
   pid=$(cat "$pidfile")
   log "$name: stopping pid $pid"
+  # SIGTERM: both etcd and kube-apiserver shut down cleanly on it (the API server drains
+  # requests for --shutdown-delay-duration, 0 by default).
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < grace * 10; i++)); do
     kill -0 "$pid" 2>/dev/null || break
@@ -136,7 +145,9 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.clos
       || port=$((20000 + RANDOM % 40000))
     [[ "$exclude" == *" $port "* ]] && continue
     # double-check with ss (also covers the $RANDOM fallback)
-    if ! ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+    # (command substitution, not `| grep -q`: with pipefail an early-exiting grep can
+    # make the pipeline fail through SIGPIPE)
+    if [[ -z "$(ss -Hltn "sport = :$port" 2>/dev/null)" ]]; then
       echo "$port"
       return 0
     fi
@@ -211,7 +222,8 @@ ensure_deb_src() {
     fi
   fi
   [[ -n "$uri" ]] || die "no apt 'deb' entry for bookworm main found; cannot derive a deb-src entry"
-  [[ "$keyring" == "-" ]] && keyring=""
+  # Signed-By may also hold an inline armored key (deb822); only reuse it if it is a path.
+  [[ "$keyring" == /* ]] || keyring=""
   [[ -n "$keyring" ]] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 
   log "adding deb-src entry $srcfile ($uri bookworm main)"
@@ -236,7 +248,7 @@ cmd_install() {
 
   local missing=() p
   for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
   done
   if ((${#missing[@]})); then
     log "apt-get install ${missing[*]}"
@@ -248,7 +260,7 @@ cmd_install() {
   # etcd-server's maintainer scripts may start a system etcd on 127.0.0.1:2379 where an
   # init system exists. We never use it (we pick our own ports), so this is harmless; we
   # only mention it.
-  if ss -Hltn 'sport = :2379' 2>/dev/null | grep -q .; then
+  if [[ -n "$(ss -Hltn 'sport = :2379' 2>/dev/null)" ]]; then
     log "note: something (probably the system etcd service) listens on :2379; the testbed uses its own ports"
   fi
   log "install done"
@@ -267,9 +279,19 @@ binary_ok() {
   [[ "$out" == "Kubernetes v$KUBE_VERSION" ]]
 }
 
+# The unpacked tree and Go cache take over 1 GB; the binary and the downloaded source package
+# are all later runs need. Set ENVLINK_TESTBED_KEEP_SRC=1 to keep them for debugging.
+remove_work_dir() {
+  local work="$CACHE_DIR/work"
+  [[ -d "$work" && "${ENVLINK_TESTBED_KEEP_SRC:-0}" != 1 ]] || return 0
+  chmod -R u+w "$work" 2>/dev/null || true   # Go may leave read-only files behind
+  rm -rf "$work"
+}
+
 cmd_build() {
   if binary_ok; then
     log "cached kube-apiserver OK: $APISERVER_BIN ($("$APISERVER_BIN" --version))"
+    remove_work_dir   # leftovers of an interrupted build
     return 0
   fi
   [[ -e "$APISERVER_BIN" ]] && log "cached binary at $APISERVER_BIN is broken; rebuilding"
@@ -286,6 +308,8 @@ cmd_build() {
   # 1. Fetch the Debian source package (only once: the download dir is kept so a rebuild
   #    needs no network). --download-only: we unpack the .orig tarball ourselves and do not
   #    need dpkg-source.
+  #    (apt may warn "Download is performed unsandboxed as root" because the user `_apt`
+  #    cannot write into a cache under /root; that is harmless.)
   if ! compgen -G "$dl/kubernetes_*.orig.tar.*" >/dev/null; then
     log "downloading Debian source package 'kubernetes' into $dl"
     (cd "$dl" && apt-get source --download-only kubernetes) \
@@ -397,7 +421,7 @@ cmd_build() {
     ldflags+=" -X $p.gitMajor=$KUBE_MAJOR -X $p.gitMinor=$KUBE_MINOR -X $p.gitVersion=v$KUBE_VERSION"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  log "building kube-apiserver (first build takes ~5 minutes on 2 cores)"
+  log "building kube-apiserver (first build: about 4-8 minutes on 2 cores)"
   go build -ldflags "$ldflags" -o "$CACHE_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
     || die "go build of kube-apiserver failed"
   mv -f "$CACHE_DIR/kube-apiserver.tmp" "$APISERVER_BIN"   # atomic: no half-written cache
@@ -405,13 +429,8 @@ cmd_build() {
   binary_ok || die "built binary does not report 'Kubernetes v$KUBE_VERSION': $("$APISERVER_BIN" --version 2>&1 || true)"
   log "built $APISERVER_BIN ($("$APISERVER_BIN" --version))"
 
-  # The unpacked tree and Go cache are ~3 GB; the binary and the downloaded source package
-  # are all later runs need. Set ENVLINK_TESTBED_KEEP_SRC=1 to keep them for debugging.
   cd /
-  if [[ "${ENVLINK_TESTBED_KEEP_SRC:-0}" != 1 ]]; then
-    chmod -R u+w "$work" 2>/dev/null || true   # Go's module/build caches are read-only
-    rm -rf "$work"
-  fi
+  remove_work_dir
 }
 
 # ---------------------------------------------------------------------------------------
@@ -437,7 +456,7 @@ start_etcd() {
   log "starting etcd on 127.0.0.1:$ETCD_PORT (peer $ETCD_PEER_PORT)"
   launch "$st/etcd.pid" "$st/etcd.log" etcd "${args[@]}"
   local deadline=$((SECONDS + ETCD_TIMEOUT))
-  until curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"'; do
+  until [[ "$(curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null)" == *'"health":"true"'* ]]; do
     if ! pid_alive "$st/etcd.pid"; then
       print_log_tail "$st/etcd.log"
       die "etcd exited during startup"
@@ -508,7 +527,6 @@ cmd_start_apiserver() {
 cmd_stop_apiserver() {
   local st
   st=$(state_dir "${1:-}")
-  # Generous grace: the API server drains for up to --shutdown-delay-duration (0 here).
   stop_pidfile "$st/kube-apiserver.pid" 30
 }
 
@@ -680,7 +698,7 @@ cmd_netns_run() {
     set -euo pipefail
     ip link set lo up
     # Sanity check: only loopback exists and there is no route to a cluster IP.
-    if ip -o link show | grep -v ": lo:" | grep -q .; then
+    if [[ -n "$(ip -o link show | grep -v ": lo:")" ]]; then
       echo "[testbed] ERROR: netns has non-loopback interfaces" >&2; exit 1
     fi
     if ip route get 10.96.0.1 >/dev/null 2>&1; then
