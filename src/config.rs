@@ -201,12 +201,14 @@ impl Action {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    // The I/O error is part of the message and deliberately not a `#[source]`: an `anyhow`
+    // chain would print it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The text is not YAML.
     #[error("config file {path} is not valid YAML: {message}")]
@@ -282,9 +284,9 @@ impl Policy {
     /// Reads, parses and checks a configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: origin.clone(),
-            source,
+            error,
         })?;
         Self::from_yaml(&text, &origin)
     }

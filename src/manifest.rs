@@ -1,23 +1,24 @@
 //! Reading Kubernetes manifests: JSON, or YAML with one or many documents.
 
-/// Why a manifest could not be read.
+/// Why a manifest could not be read. (Underlying errors are part of the message, not
+/// `#[source]`s, so an `anyhow` chain prints them once.)
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read {origin}: {source}")]
+    #[error("cannot read {origin}: {error}")]
     Read {
         /// The file (or `standard input`).
         origin: String,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Not valid JSON.
-    #[error("{origin} is not valid JSON: {source}")]
+    #[error("{origin} is not valid JSON: {error}")]
     Json {
         /// The file.
         origin: String,
         /// The parser's error, with line and column.
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// Not valid YAML.
     #[error("{origin} is not valid YAML: {message}")]
@@ -34,17 +35,17 @@ pub fn read_input(path: &str) -> Result<(String, String), ManifestError> {
     if path == "-" {
         let origin = String::from("standard input");
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|error| {
             ManifestError::Read {
                 origin: origin.clone(),
-                source,
+                error,
             }
         })?;
         Ok((text, origin))
     } else {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
             origin: path.to_string(),
-            source,
+            error,
         })?;
         Ok((text, path.to_string()))
     }
@@ -55,9 +56,9 @@ pub fn read_input(path: &str) -> Result<(String, String), ManifestError> {
 pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<serde_json::Value>, ManifestError> {
     let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let value = serde_json::from_str(trimmed).map_err(|source| ManifestError::Json {
+        let value = serde_json::from_str(trimmed).map_err(|error| ManifestError::Json {
             origin: origin.to_string(),
-            source,
+            error,
         })?;
         return Ok(vec![value]);
     }

@@ -5,9 +5,8 @@
 //! value. So a user's `NVIDIA_VISIBLE_DEVICES` silently beats the plugin's. These rules find
 //! such names in a container before it exists.
 
-use std::collections::HashSet;
-
 use globset::{GlobSet, GlobSetBuilder};
+use hashbrown::HashSet;
 use regex::RegexSet;
 
 use crate::config::{Action, ReservedConfig, RuleConfig, Scope};
@@ -282,6 +281,12 @@ enum Applies<'a> {
 pub struct CompiledRules {
     rules: Vec<CompiledRule>,
     exempt_namespaces: HashSet<String>,
+    /// Every rule's names, prefixes and patterns in one matcher: one test tells whether a
+    /// name can be reserved at all, before any rule-by-rule work (hundreds of injected names
+    /// per Pod, almost none reserved).
+    any_name: HashSet<String>,
+    any_prefix: Vec<String>,
+    any_pattern: Option<RegexSet>,
 }
 
 /// Where a container sits in the Pod spec.
@@ -431,10 +436,48 @@ impl CompiledRules {
             .iter()
             .map(CompiledRule::compile)
             .collect::<Result<Vec<_>, _>>()?;
+        let any_name = configs
+            .iter()
+            .flat_map(|r| r.names.iter().cloned())
+            .collect();
+        let any_prefix = configs
+            .iter()
+            .flat_map(|r| r.prefixes.iter().cloned())
+            .collect();
+        let patterns: Vec<String> = configs
+            .iter()
+            .flat_map(|r| r.patterns.iter().map(|p| anchored(p)))
+            .collect();
+        let any_pattern = if patterns.is_empty() {
+            None
+        } else {
+            // Each pattern compiled alone above, so together they compile too.
+            Some(RegexSet::new(&patterns).map_err(|e| RuleError::Pattern {
+                rule: "(all rules)".into(),
+                pattern: patterns.join(", "),
+                message: e.to_string(),
+            })?)
+        };
         Ok(Self {
             rules,
             exempt_namespaces: config.exempt_namespaces.iter().cloned().collect(),
+            any_name,
+            any_prefix,
+            any_pattern,
         })
+    }
+
+    /// Whether any rule reserves this name in some container; `false` settles it cheaply.
+    pub fn may_be_reserved(&self, variable: &str) -> bool {
+        self.any_name.contains(variable)
+            || self
+                .any_prefix
+                .iter()
+                .any(|p| variable.starts_with(p.as_str()))
+            || self
+                .any_pattern
+                .as_ref()
+                .is_some_and(|set| set.is_match(variable))
     }
 
     /// The compiled rules, in order.
@@ -451,9 +494,11 @@ impl CompiledRules {
     ///
     /// Used to never inject a reserved name; namespace exemptions do not apply there.
     pub fn is_reserved(&self, resources: &[&str], variable: &str) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.matches_name(variable) && r.applies_to(resources).is_some())
+        self.may_be_reserved(variable)
+            && self
+                .rules
+                .iter()
+                .any(|r| r.matches_name(variable) && r.applies_to(resources).is_some())
     }
 
     /// The strictest matching rule for a variable in a container, with the resource text.
@@ -536,7 +581,9 @@ impl CompiledRules {
                 }
             }
             for (index, variable) in container.env.iter().enumerate() {
-                push(variable, Origin::Env(index));
+                if self.may_be_reserved(variable) {
+                    push(variable, Origin::Env(index));
+                }
             }
         }
         findings

@@ -309,7 +309,7 @@ proptest! {
             .iter()
             .filter_map(|i| existing.get(*i % existing.len().max(1)).map(|s| s.name.clone()))
             .collect();
-        let mut pod = pod_for("team", true, &[user.clone()]);
+        let mut pod = pod_for("team", true, std::slice::from_ref(&user));
         pod["metadata"]["annotations"] = json!({"envlink.io/services": names.join(",")});
         let (decision, out) = run(&catalog, &Policy::default(), "team", &pod);
         prop_assert_eq!(&decision.verdict, &Verdict::Allow);

@@ -5,8 +5,7 @@ pub mod pod;
 pub mod selection;
 pub mod workload;
 
-use std::collections::HashSet;
-
+use hashbrown::HashSet;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Map, Value};
@@ -130,7 +129,7 @@ pub fn mutate(
     policy: &Policy,
     config_maps: &dyn ConfigMapKeys,
 ) -> Decision {
-    if request.group != "" || request.kind != "Pod" {
+    if !request.group.is_empty() || request.kind != "Pod" {
         return unsupported_kind(request, "/mutate handles only Pods");
     }
     if request.operation != Operation::Create || request.sub_resource.is_some() {
@@ -202,7 +201,7 @@ pub fn mutate(
     // 3. The variables, deduplicated across Services (the first Service in order wins).
     let mut variables: Vec<(&str, &str)> = Vec::new();
     if let Some(selection) = &selection {
-        let mut seen = HashSet::new();
+        let mut seen = HashSet::with_capacity(selection.chosen.len() * 8);
         for chosen in &selection.chosen {
             for (name, value) in chosen.service.variables() {
                 if seen.insert(name) {
@@ -223,6 +222,11 @@ pub fn mutate(
         variables.clear();
     }
     let injecting = selection.is_some() && !over_limit;
+    // Which injected names any rule could reserve: decided once, not per container.
+    let maybe_reserved: Vec<bool> = variables
+        .iter()
+        .map(|(name, _)| policy.rules.may_be_reserved(name))
+        .collect();
 
     // 4. The patch.
     let mut ops = Vec::new();
@@ -232,9 +236,12 @@ pub fn mutate(
             let resources = container.resource_names();
             let injected: Vec<Value> = variables
                 .iter()
-                .filter(|(name, _)| !defined.contains(name))
-                .filter(|(name, _)| !policy.rules.is_reserved(&resources, name))
-                .map(|(name, value)| env_entry(name, value))
+                .zip(&maybe_reserved)
+                .filter(|((name, _), _)| !defined.contains(name))
+                .filter(|((name, _), maybe)| {
+                    !**maybe || !policy.rules.is_reserved(&resources, name)
+                })
+                .map(|((name, value), _)| env_entry(name, value))
                 .collect();
             let raw_env = object
                 .pointer(&format!("/spec/{}/{index}/env", kind.field()))
@@ -243,7 +250,8 @@ pub fn mutate(
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .filter_map(|(i, e)| (!stripped.contains(&(kind, index, i))).then(|| e.clone()));
+                .filter(|(i, _)| !stripped.contains(&(kind, index, *i)))
+                .map(|(_, e)| e.clone());
             let stripping = stripped.iter().any(|s| s.0 == kind && s.1 == index);
             if injected.is_empty() && !stripping {
                 continue;
