@@ -625,6 +625,13 @@ EOF
 --profiling=false
 --v=1
 EOF
+  # Extra flags from the environment, one per word, after the defaults (for a repeated flag
+  # the last one wins). Default: none. bench/memory.sh uses it for 100,000 Services:
+  # ENVLINK_TESTBED_APISERVER_ARGS="--service-cluster-ip-range=10.96.0.0/15 --etcd-compaction-interval=30s"
+  local extra
+  for extra in ${ENVLINK_TESTBED_APISERVER_ARGS:-}; do
+    printf '%s\n' "$extra" >>"$st/apiserver.args"
+  done
 
   # If anything below fails, do not leave a half-started etcd/API server behind.
   START_STATE_DIR=$st
