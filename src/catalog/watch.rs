@@ -10,8 +10,9 @@
 //! down (their `Delete` events were never seen). Until `InitDone` the old contents keep
 //! being served: a re-list never shows reviews a half-filled catalog.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
@@ -25,15 +26,88 @@ use crate::servicelinks::ServiceLink;
 /// The namespace that always holds the `kubernetes` Service.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Counters of the watchers, read by the metrics endpoint at scrape time.
+/// Counters and state of the watchers, read by the metrics endpoint at scrape time and by
+/// `/readyz`. A fresh (`Default`) value describes a static catalog: no watch, always current.
 #[derive(Debug, Default)]
 pub struct WatchCounters {
     events: AtomicU64,
     restarts: AtomicU64,
     skipped: AtomicU64,
+    /// A cluster watch feeds the catalog (set by [`CatalogSync::new`]).
+    watching: AtomicBool,
+    /// Every scope has completed a list and none has failed or started re-listing since.
+    connected: AtomicBool,
+    /// [`monotonic_ms`] when the catalog was last known current (the last moment every
+    /// scope was connected); 0 before the first time.
+    current_at: AtomicU64,
+}
+
+/// How current the catalog is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// A static catalog (a file, or `--dev`'s embedded one): current by definition.
+    Static,
+    /// Watching, but the first full list has not completed yet.
+    Syncing,
+    /// Every watch is connected: the catalog follows the cluster (to within the watch's
+    /// delivery delay).
+    Connected,
+    /// A watch failed (it restarts with backoff and re-lists) or is re-listing: the last
+    /// known catalog is served, last known current `stale_for` ago.
+    Disconnected {
+        /// Time since every watch was last connected.
+        stale_for: Duration,
+    },
+}
+
+impl Freshness {
+    /// Time since the catalog was last known current; zero when it is current (or static,
+    /// or not synced yet: then `/readyz` is 503 anyway).
+    pub fn staleness(self) -> Duration {
+        match self {
+            Freshness::Disconnected { stale_for } => stale_for,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts at 1 (so 0 can mean "never"); wall-clock
+/// jumps do not make the catalog look fresher or staler.
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
 }
 
 impl WatchCounters {
+    /// How current the catalog is now.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness_at(monotonic_ms())
+    }
+
+    /// How current the catalog is at `now` (a [`monotonic_ms`] reading).
+    pub fn freshness_at(&self, now: u64) -> Freshness {
+        if !self.watching.load(Ordering::Acquire) {
+            return Freshness::Static;
+        }
+        if self.connected.load(Ordering::Acquire) {
+            return Freshness::Connected;
+        }
+        match self.current_at.load(Ordering::Acquire) {
+            0 => Freshness::Syncing,
+            at => Freshness::Disconnected {
+                stale_for: Duration::from_millis(now.saturating_sub(at)),
+            },
+        }
+    }
+
+    /// Whether every watch is connected (true for a static catalog).
+    pub fn is_connected(&self) -> bool {
+        !self.watching.load(Ordering::Acquire) || self.connected.load(Ordering::Acquire)
+    }
+
     /// Watch events received (`Apply`, `Delete`, `InitApply`).
     pub fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
@@ -128,6 +202,8 @@ struct ScopeState {
     buffer: Option<Vec<ServiceLink>>,
     /// Whether a full list has completed at least once.
     synced: bool,
+    /// Listed, and no failure or new list since: this scope's part of the catalog is current.
+    connected: bool,
 }
 
 /// Applies watch events to the catalog; one per process, fed by every watcher.
@@ -146,6 +222,8 @@ impl CatalogSync {
         scopes: Vec<ListScope>,
         counters: Arc<WatchCounters>,
     ) -> Self {
+        counters.watching.store(true, Ordering::Release);
+        counters.connected.store(false, Ordering::Release);
         Self {
             catalog,
             scopes: scopes
@@ -154,9 +232,53 @@ impl CatalogSync {
                     scope,
                     buffer: None,
                     synced: false,
+                    connected: false,
                 })
                 .collect(),
             counters,
+        }
+    }
+
+    /// Whether every scope is connected (listed, no failure since).
+    pub fn all_connected(&self) -> bool {
+        self.scopes.iter().all(|s| s.connected)
+    }
+
+    /// Marks scope `index` connected or not, and keeps the shared state in step: the moment
+    /// the whole catalog stops (or starts) being current is recorded as "last known current".
+    fn set_connected(&mut self, index: usize, connected: bool) {
+        let was = self.all_connected();
+        let Some(state) = self.scopes.get_mut(index) else {
+            return;
+        };
+        state.connected = connected;
+        let now = self.all_connected();
+        if was || now {
+            self.counters
+                .current_at
+                .store(monotonic_ms(), Ordering::Release);
+        }
+        self.counters.connected.store(now, Ordering::Release);
+        if now {
+            self.catalog.touch();
+        }
+        if was && !now {
+            tracing::warn!(
+                scope = ?self.scopes.get(index).map(|s| &s.scope),
+                "Service watch disconnected: serving the last known catalog until it re-lists"
+            );
+        } else if !was && now && self.catalog.is_ready() {
+            tracing::info!("Service watch connected: the catalog is current");
+        }
+    }
+
+    /// An event arrived on a connected watch: the catalog is known current now.
+    fn mark_current(&self) {
+        if self.all_connected() {
+            self.counters
+                .current_at
+                .store(monotonic_ms(), Ordering::Release);
+            self.catalog.touch();
         }
     }
 
@@ -180,6 +302,8 @@ impl CatalogSync {
             Event::Init => {
                 tracing::debug!(scope = ?state.scope, "Service list started");
                 state.buffer = Some(Vec::new());
+                // Until InitDone, this scope serves its previous contents: not current.
+                self.set_connected(index, false);
             }
             Event::InitApply(object) => {
                 self.counters.events.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +329,7 @@ impl CatalogSync {
                 }
                 state.synced = true;
                 tracing::info!(scope = ?state.scope, services = listed, "Service list complete");
+                self.set_connected(index, true);
                 if !self.catalog.is_ready() && self.all_synced() {
                     self.catalog.mark_ready();
                     let stats = self.catalog.stats();
@@ -231,6 +356,7 @@ impl CatalogSync {
                         self.catalog.delete(&namespace, &name);
                     }
                 }
+                self.mark_current();
             }
             Event::Delete(object) => {
                 self.counters.events.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +365,7 @@ impl CatalogSync {
                 if let Some(name) = object.metadata.name.as_deref() {
                     self.catalog.delete(&namespace, name);
                 }
+                self.mark_current();
             }
         }
     }
@@ -249,6 +376,7 @@ impl CatalogSync {
         self.counters.restarts.fetch_add(1, Ordering::Relaxed);
         let scope = self.scopes.get(index).map(|s| &s.scope);
         tracing::warn!(?scope, %error, "Service watch failed; restarting with backoff");
+        self.set_connected(index, false);
     }
 }
 
@@ -458,6 +586,78 @@ mod tests {
         s.handle(0, Event::InitDone);
         s.handle(0, Event::InitDone);
         assert!(catalog.service("a", "x").is_some());
+    }
+
+    #[test]
+    fn freshness_follows_the_watch() {
+        // No watch: a static catalog is current by definition.
+        assert_eq!(WatchCounters::default().freshness(), Freshness::Static);
+        assert!(WatchCounters::default().is_connected());
+
+        let (catalog, counters, mut s) = sync(vec![ListScope::All]);
+        assert_eq!(counters.freshness(), Freshness::Syncing);
+        assert!(!counters.is_connected());
+        s.handle(0, Event::Init);
+        s.handle(0, Event::InitApply(service("a", "x", "10.0.0.1", 80)));
+        assert_eq!(counters.freshness(), Freshness::Syncing);
+        s.handle(0, Event::InitDone);
+        assert_eq!(counters.freshness(), Freshness::Connected);
+        assert!(
+            catalog.last_sync() > 0,
+            "a completed list touches the catalog"
+        );
+
+        // The watch fails: stale from that moment on, growing with time.
+        s.restarted(0, &"connection refused");
+        let at = counters.current_at.load(Ordering::Acquire);
+        assert_eq!(
+            counters.freshness_at(at + 90_000),
+            Freshness::Disconnected {
+                stale_for: Duration::from_secs(90)
+            }
+        );
+        assert_eq!(
+            counters.freshness_at(at + 1_500).staleness(),
+            Duration::from_millis(1_500)
+        );
+        // Repeated failures while down do not make it look fresher.
+        s.restarted(0, &"connection refused");
+        assert_eq!(counters.current_at.load(Ordering::Acquire), at);
+        // A clock reading before the mark (cannot happen, but) saturates at zero.
+        assert_eq!(counters.freshness_at(0).staleness(), Duration::ZERO);
+        // The catalog keeps serving what it had.
+        assert!(catalog.service("a", "x").is_some());
+        assert!(catalog.is_ready());
+
+        // Re-listing is not current yet; InitDone is.
+        s.handle(0, Event::Init);
+        assert!(matches!(
+            counters.freshness(),
+            Freshness::Disconnected { .. }
+        ));
+        s.handle(0, Event::InitDone);
+        assert_eq!(counters.freshness(), Freshness::Connected);
+        assert_eq!(counters.restarts(), 2);
+    }
+
+    #[test]
+    fn freshness_needs_every_scope() {
+        let (_, counters, mut s) = sync(scopes(&["shop".to_string()]));
+        for index in [0, 1] {
+            s.handle(index, Event::Init);
+            s.handle(index, Event::InitDone);
+        }
+        assert_eq!(counters.freshness(), Freshness::Connected);
+        // One namespace's watch fails: events on the other do not make the catalog current.
+        s.restarted(1, &"timeout");
+        let at = counters.current_at.load(Ordering::Acquire);
+        s.handle(0, Event::Apply(service("default", "x", "10.0.0.1", 80)));
+        s.handle(0, Event::Delete(service("default", "x", "10.0.0.1", 80)));
+        assert_eq!(counters.current_at.load(Ordering::Acquire), at);
+        assert!(!counters.is_connected());
+        s.handle(1, Event::Init);
+        s.handle(1, Event::InitDone);
+        assert_eq!(counters.freshness(), Freshness::Connected);
     }
 
     #[test]

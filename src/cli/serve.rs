@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// On SIGTERM, how long in-flight reviews may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Most HTTPS connections open at once; at the limit new ones wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS,
+          value_parser = parse_positive)]
+    pub max_connections: usize,
+    /// When the Service watch has been disconnected for longer than this, /readyz answers
+    /// 503. Default: off (the last known catalog keeps serving; see the README).
+    #[arg(long, value_name = "DURATION", env = "ENVLINK_MAX_STALENESS", value_parser = parse_duration)]
+    pub max_staleness: Option<Duration>,
 }
 
 /// Log output format.
@@ -117,6 +125,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    }
+}
+
+/// A whole number of at least 1.
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
     }
 }
 
@@ -171,11 +187,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let watch_counters = Arc::new(WatchCounters::default());
     let catalog = catalog_setup(&args, &policy, &watch_counters).await?;
 
-    let metrics = Arc::new(Metrics::new(catalog.clone(), watch_counters, tls_stats));
-    let state = AppState::new(catalog.clone(), policy, metrics.clone()).with_limits(Limits {
-        max_body_bytes: args.max_body_bytes,
-        request_timeout: args.request_timeout,
-    });
+    let metrics = Arc::new(Metrics::new(
+        catalog.clone(),
+        watch_counters.clone(),
+        tls_stats,
+    ));
+    let state = AppState::new(catalog.clone(), policy, metrics.clone())
+        .with_limits(Limits {
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: args.request_timeout,
+        })
+        .with_watch(watch_counters, args.max_staleness);
+    if let Some(max) = args.max_staleness {
+        if state.watch.freshness() == watch::Freshness::Static {
+            tracing::warn!("--max-staleness has no effect on a static Service catalog");
+        } else {
+            tracing::info!(max_staleness = ?max, "/readyz fails once the Service watch has been down longer");
+        }
+    }
 
     let signal = shutdown_signal()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -185,7 +214,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let metrics_app = metrics::router(MetricsState { metrics, catalog });
+    let metrics_app = metrics::router(MetricsState {
+        metrics,
+        readiness: state.readiness(),
+    });
     let metrics_task = tokio::spawn(async move {
         if let Err(error) = axum::serve(metrics_listener, metrics_app).await {
             tracing::error!(%error, "the metrics listener failed");
@@ -202,6 +234,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         handshake_timeout: args.request_timeout,
         header_read_timeout: args.request_timeout,
         shutdown_grace: args.shutdown_grace,
+        max_connections: args.max_connections,
     };
     let mut stopped = stop_rx;
     let drained = server::serve_tls(

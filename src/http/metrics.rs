@@ -191,6 +191,25 @@ impl Collector for StateCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
+        let freshness = self.watch.freshness();
+        let connected = ConstGauge::new(i64::from(self.watch.is_connected()));
+        let metric = encoder.encode_descriptor(
+            "envlink_watch_connected",
+            "1 while every Service watch is connected (always 1 for a static catalog); 0 while \
+             one is failing or re-listing and the last known catalog is served",
+            None,
+            connected.metric_type(),
+        )?;
+        connected.encode(metric)?;
+        let staleness = ConstGauge::new(freshness.staleness().as_secs_f64());
+        let metric = encoder.encode_descriptor(
+            "envlink_catalog_staleness_seconds",
+            "Seconds since the Service catalog was last known current: 0 while the watch is \
+             connected (or the catalog is static), else the time since it disconnected",
+            None,
+            staleness.metric_type(),
+        )?;
+        staleness.encode(metric)?;
         let mut family = encoder.encode_descriptor(
             "envlink_tls_reloads",
             "Certificate reloads after the files changed, by result",
@@ -214,13 +233,13 @@ impl Collector for StateCollector {
 pub struct MetricsState {
     /// The metrics.
     pub metrics: Arc<Metrics>,
-    /// The catalog, for `/readyz` on this listener too.
-    pub catalog: Arc<Catalog>,
+    /// For `/readyz` on this listener too.
+    pub readiness: health::Readiness,
 }
 
-impl FromRef<MetricsState> for Arc<Catalog> {
+impl FromRef<MetricsState> for health::Readiness {
     fn from_ref(state: &MetricsState) -> Self {
-        state.catalog.clone()
+        state.readiness.clone()
     }
 }
 
@@ -275,6 +294,8 @@ mod tests {
             "envlink_watch_events_total 0",
             "envlink_tls_reloads_total{result=\"success\"} 0",
             "envlink_tls_reloads_total{result=\"failure\"} 1",
+            "envlink_watch_connected 1",
+            "envlink_catalog_staleness_seconds 0.0",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

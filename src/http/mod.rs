@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 
 use crate::catalog::Catalog;
+use crate::catalog::watch::WatchCounters;
 use crate::config::Policy;
 use crate::reserved::{ConfigMapKeys, NoConfigMaps};
 
@@ -64,6 +65,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Edge limits.
     pub limits: Limits,
+    /// The Service watchers' state (a fresh value: a static catalog, always current).
+    pub watch: Arc<WatchCounters>,
+    /// `--max-staleness`: `/readyz` is 503 once the watch has been down for longer.
+    pub max_staleness: Option<Duration>,
 }
 
 impl AppState {
@@ -75,6 +80,28 @@ impl AppState {
             config_maps: Arc::new(NoConfigMaps),
             metrics,
             limits: Limits::default(),
+            watch: Arc::default(),
+            max_staleness: None,
+        }
+    }
+
+    /// The same state with the watchers' state and `--max-staleness` for `/readyz`.
+    pub fn with_watch(
+        mut self,
+        watch: Arc<WatchCounters>,
+        max_staleness: Option<Duration>,
+    ) -> Self {
+        self.watch = watch;
+        self.max_staleness = max_staleness;
+        self
+    }
+
+    /// What `/readyz` looks at.
+    pub fn readiness(&self) -> health::Readiness {
+        health::Readiness {
+            catalog: self.catalog.clone(),
+            watch: self.watch.clone(),
+            max_staleness: self.max_staleness,
         }
     }
 
@@ -97,5 +124,11 @@ impl std::fmt::Debug for AppState {
 impl FromRef<AppState> for Arc<Catalog> {
     fn from_ref(state: &AppState) -> Self {
         state.catalog.clone()
+    }
+}
+
+impl FromRef<AppState> for health::Readiness {
+    fn from_ref(state: &AppState) -> Self {
+        state.readiness()
     }
 }

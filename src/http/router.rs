@@ -95,8 +95,9 @@ impl HttpError {
     }
 }
 
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
+impl HttpError {
+    /// The JSON body: a metav1 Status, what Kubernetes clients expect an error to look like.
+    fn body(&self) -> Vec<u8> {
         let reason = match self.status {
             StatusCode::BAD_REQUEST => "BadRequest",
             StatusCode::REQUEST_TIMEOUT => "Timeout",
@@ -104,7 +105,6 @@ impl IntoResponse for HttpError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             _ => "InternalError",
         };
-        // A metav1 Status: what Kubernetes clients expect an error body to look like.
         let body = serde_json::json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -114,7 +114,8 @@ impl IntoResponse for HttpError {
             "reason": reason,
             "code": self.status.as_u16(),
         });
-        (self.status, axum::Json(body)).into_response()
+        // A `Value` of strings and numbers always serialises.
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 
@@ -153,26 +154,23 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     .instrument(span.clone())
     .await;
     let elapsed = started.elapsed();
-    let (response, label) = match result {
-        Ok(reply) => (
-            (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                reply.body,
-            )
-                .into_response(),
-            reply.label,
-        ),
-        Err(error) => {
-            span.in_scope(|| {
-                tracing::info!(status = error.status.as_u16(), message = %error.message,
-                    "review refused at the HTTP level");
-            });
-            (error.into_response(), "error")
-        }
-    };
+    if let Err(error) = &result {
+        span.in_scope(|| {
+            tracing::info!(status = error.status.as_u16(), message = %error.message,
+                "review refused at the HTTP level");
+        });
+    }
+    let answer = ReviewAnswer::new(result);
+    let label = answer.label;
+    let response = (
+        answer.status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.body,
+    )
+        .into_response();
     state.metrics.observe_review(endpoint, label, elapsed);
     span.record("decision", label);
     span.record(
@@ -181,6 +179,43 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     );
     span.in_scope(|| tracing::info!("review answered"));
     response
+}
+
+/// What envlink answers to one complete review body: the HTTP status, the JSON body and the
+/// metrics label (`allowed`, `patched`, `denied`, `invalid` or `error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewAnswer {
+    /// 200 for an AdmissionReview answer; 400 or 500 for an HTTP error.
+    pub status: StatusCode,
+    /// An AdmissionReview, or a `Status` for an HTTP error; always JSON.
+    pub body: Vec<u8>,
+    /// The decision label used in metrics and logs.
+    pub label: &'static str,
+}
+
+impl ReviewAnswer {
+    fn new(result: Result<Reply, HttpError>) -> Self {
+        match result {
+            Ok(reply) => Self {
+                status: StatusCode::OK,
+                body: reply.body,
+                label: reply.label,
+            },
+            Err(error) => Self {
+                status: error.status,
+                body: error.body(),
+                label: "error",
+            },
+        }
+    }
+}
+
+/// The request path after the HTTP edge (content type, size limit and deadline already
+/// passed): decode the review, decide, encode the answer. Exactly what the `/mutate` and
+/// `/validate` handlers send for this body; pure apart from the metrics it updates, so the
+/// fuzz targets and tests call it directly.
+pub fn handle_review(state: &AppState, endpoint: Endpoint, body: &[u8]) -> ReviewAnswer {
+    ReviewAnswer::new(answer(state, endpoint, body))
 }
 
 /// Content type and declared length, before any of the body is read.

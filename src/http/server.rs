@@ -12,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 /// Connection-level limits.
@@ -24,7 +25,16 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// After the shutdown signal, how long in-flight requests may take to finish.
     pub shutdown_grace: Duration,
+    /// Most connections open at once (in the TLS handshake or serving). At the limit the
+    /// accept loop waits for one to close; new connections queue in the kernel's listen
+    /// backlog meanwhile instead of being refused.
+    pub max_connections: usize,
 }
+
+/// Default `--max-connections`. The API server reuses a few HTTP/2 connections per replica,
+/// so normal traffic needs tens; the limit bounds file descriptors and per-connection memory
+/// (TLS and HTTP buffers) when a misbehaving client opens connections without end.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// How a server stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +69,33 @@ pub async fn serve_tls(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let mut at_limit = false;
     loop {
+        // A slot first, then accept: at the limit, connections wait in the listen backlog.
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                at_limit = false;
+                slot
+            }
+            Err(_) => {
+                if !at_limit {
+                    at_limit = true;
+                    tracing::warn!(
+                        limit = options.max_connections,
+                        "connection limit reached (--max-connections); new connections wait"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        // The semaphore is never closed.
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
@@ -80,6 +116,8 @@ pub async fn serve_tls(
                 // still reaches (and waits for) this connection.
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    // Held for the connection's lifetime.
+                    let _slot = slot;
                     let stream =
                         match tokio::time::timeout(options.handshake_timeout, acceptor.accept(tcp))
                             .await

@@ -118,23 +118,36 @@ pub fn certified_key_from_pem(
     })
 }
 
-/// Reads both files (bytes, for change detection).
+/// Reads both files (bytes, for change detection), as one consistent pair.
+///
+/// The two files are two reads: a Secret update (the `..data` swap) can fall between them
+/// and give the old certificate with the new key, which does not load and would be reported
+/// as a failed reload although nothing is wrong. So the certificate is read again after the
+/// key; when it changed meanwhile, the pair is read again (a few times at most).
 pub async fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    let read = |what: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        async move {
-            tokio::fs::read(&path)
-                .await
-                .map_err(|error| TlsError::Read {
-                    what,
-                    path: path.display().to_string(),
-                    error,
-                })
+    let mut pair = read_pair_once(cert, key).await?;
+    for _ in 0..3 {
+        let again = read_file("TLS certificate", cert).await?;
+        if again == pair.0 {
+            break;
         }
-    };
+        pair = read_pair_once(cert, key).await?;
+    }
+    Ok(pair)
+}
+
+async fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    tokio::fs::read(path).await.map_err(|error| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        error,
+    })
+}
+
+async fn read_pair_once(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
     Ok((
-        read("TLS certificate", cert).await?,
-        read("TLS key", key).await?,
+        read_file("TLS certificate", cert).await?,
+        read_file("TLS key", key).await?,
     ))
 }
 
