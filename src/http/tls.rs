@@ -369,6 +369,57 @@ pub fn generate_dev_certificates() -> Result<DevCertificates, TlsError> {
 mod tests {
     use super::*;
 
+    /// SECURITY.md lists these; change both together.
+    #[test]
+    fn only_tls12_and_tls13_with_the_documented_suites() {
+        let certs = generate_dev_certificates().expect("dev certs");
+        let key = certified_key_from_pem(
+            certs.cert_pem.as_bytes(),
+            certs.key_pem.as_bytes(),
+            "c",
+            "k",
+        )
+        .expect("key");
+        let config = server_config(Arc::new(CertResolver::new(key))).expect("config");
+        let suites: Vec<String> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            suites,
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            ]
+        );
+        let groups: Vec<String> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
+        assert_eq!(groups, ["X25519", "secp256r1", "secp384r1"]);
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        for suite in &config.crypto_provider().cipher_suites {
+            assert!(matches!(
+                suite.version().version,
+                rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
+            ));
+        }
+    }
+
     #[test]
     fn dev_certificates_load_and_mismatches_are_refused() {
         let a = generate_dev_certificates().expect("dev certs");
