@@ -2,7 +2,7 @@
 """End-to-end tests of envlink against a real kube-apiserver (tests/e2e/testbed.sh).
 
     KUBECONFIG=STATE/kubeconfig ENVLINK_STATE=STATE ENVLINK_BIN=target/debug/envlink \
-        python3 tests/e2e/e2e.py [-k NAME] [--keep]
+        python3 tests/e2e/e2e.py [-k NAME]
 
 Run it through `bash tests/e2e/run.sh`, which builds everything and runs this inside a
 network namespace that has only loopback. Everything here talks to 127.0.0.1: envlink is
@@ -355,6 +355,15 @@ def make_certs(d: Path) -> tuple[Path, Path, bytes]:
 # envlink processes and their webhook registrations
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test runner dies, so no envlink outlives the run."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class Envlink:
     """One `envlink serve` on loopback, registered for namespaces labelled envlink-e2e=<name>."""
 
@@ -387,7 +396,7 @@ class Envlink:
             log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         env={**os.environ, "RUST_LOG": "info"})
+                                         env={**os.environ, "RUST_LOG": "info"}, preexec_fn=_die_with_parent)
         wait_until(f"envlink {self.name} /healthz", self.healthy, timeout=30)
         if wait_ready:
             wait_until(f"envlink {self.name} /readyz", self.ready, timeout=60)
@@ -404,13 +413,13 @@ class Envlink:
         return http_get(self.metrics + "/readyz")[0]
 
     def metric(self, name: str) -> float | None:
+        """The value of an unlabelled metric, None when /metrics does not answer."""
         status, body = http_get(self.metrics + "/metrics")
         if status != 200:
             return None
         for line in body.splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                if line.startswith(name + " "):
-                    return float(line.split()[-1])
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
         return None
 
     def metric_sum(self, name: str, **labels: str) -> float:
@@ -538,6 +547,18 @@ def injected_services(p: dict[str, Any]) -> list[str]:
     return rec.split(",") if rec else []
 
 
+def await_catalog(ns: str, links: bool = True, timeout: float = 30) -> None:
+    """Waits until envlink's view of namespace `ns` matches what the API server stores
+    (a server-side dry run records the kubelet's set of Services), so a Pod created next
+    is not racing the watch."""
+    def synced() -> bool | str:
+        all_svcs = services_of_cluster()
+        want = expected_record(list(kubelet_services(all_svcs, ns, links).values()), ns, all_svcs)
+        got = annotations(dry_run_pod(ns)[0]).get("envlink.io/injected")
+        return got == want or f"injected {got!r}, want {want!r}"
+    wait_until(f"envlink's catalog to match the Services of {ns}", lambda: synced() is True, timeout=timeout)
+
+
 def assert_catalog_matches(inst: Envlink, timeout: float = 60) -> None:
     """envlink_catalog_services equals the number of Services the API server has."""
     def same() -> bool | str:
@@ -593,6 +614,7 @@ def kubelet_variables_variety_of_services() -> None:
          "spec": {"type": "ExternalName", "externalName": "db.example.invalid"}},          # ExternalName: nothing
         service("nodeport", ns, [{"name": "web", "port": 8080}], type="NodePort"),
     ])
+    await_catalog(ns)
     user = [("REDIS_MASTER_SERVICE_HOST", "my-own-redis"),            # the user's value wins
             ("GREETING", "hello"),
             ("WEB_URL", "http://$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT_HTTP)/")]
@@ -624,6 +646,7 @@ def kubelet_variables_namespace_with_its_own_kubernetes_service() -> None:
     ns = namespace("e2e-own-master")
     apply_objs([service("kubernetes", ns, [{"name": "api", "port": 8443}]),
                 service("backend", ns, [{"port": 8080}])])
+    await_catalog(ns)
     stored, _ = create_pod(pod("links-on", ns))
     all_svcs = services_of_cluster()
     assert_kubelet_env(stored, all_svcs, {"app": []})
@@ -872,6 +895,7 @@ def envlink_restart_readiness() -> None:
     inst = main_instance()
     ns = namespace("e2e-envlink-restart")
     apply_objs([service("db", ns, [{"port": 5432}]), service("dns", ns, [{"name": "dns", "port": 53, "protocol": "UDP"}])])
+    await_catalog(ns)
     inst.stop()
     check(inst.readyz() == 0, "envlink still answers after SIGTERM")
     # Freeze the API server so envlink's first list cannot complete: /readyz must say 503
@@ -961,6 +985,7 @@ def apiserver_unreachable_when_envlink_starts() -> None:
     inst = main_instance()
     ns = namespace("e2e-late-start")
     apply_objs([service("db", ns, [{"port": 5432}]), service("web", ns, [{"name": "http", "port": 80}])])
+    await_catalog(ns)
     inst.stop()
     CTX.testbed("stop-apiserver")
     try:
@@ -1025,7 +1050,6 @@ def metrics_count_reviews() -> None:
 def main() -> int:
     global CTX
     only = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else None
-    keep = "--keep" in sys.argv
     if not os.environ.get("KUBECONFIG"):
         print("e2e: KUBECONFIG is not set (run through tests/e2e/run.sh)", file=sys.stderr)
         print("0 passed, 1 failed")
@@ -1071,7 +1095,7 @@ def main() -> int:
                 print(f"e2e: cleanup: {e}", file=sys.stderr)
                 failed += 1
                 print(f"FAIL clean_shutdown_{inst.name}: {e}")
-    print(f"e2e: {time.monotonic() - t_all:.0f}s; envlink logs in {CTX.work}" + ("" if keep else ""), flush=True)
+    print(f"e2e: {time.monotonic() - t_all:.0f}s; envlink logs in {CTX.work}", flush=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -1088,6 +1112,13 @@ def recover() -> None:
             except ProcessLookupError:
                 pid = None
         if pid is None:
+            CTX.testbed("start-apiserver")
+        try:
+            wait_until("the API server to be ready again",
+                       lambda: kubectl("get", "--raw", "/readyz", check_rc=False).stdout.strip() == "ok",
+                       timeout=60, interval=1)
+        except Fail:
+            CTX.testbed("stop-apiserver")
             CTX.testbed("start-apiserver")
         for inst in CTX.instances.values():
             if inst.proc is not None and inst.proc.poll() is None:

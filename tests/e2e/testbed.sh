@@ -444,7 +444,17 @@ launch() {
   local pidfile=$1 logfile=$2
   shift 2
   "$@" </dev/null >>"$logfile" 2>&1 &
-  echo $! >"$pidfile"
+  local pid=$! i
+  echo "$pid" >"$pidfile"
+  # Until the forked child has exec'd, /proc/PID/cmdline still shows bash, and pid_alive
+  # (which checks the program name) would call the process dead: callers that check right
+  # away then fail with "exited during startup" although it is starting fine (seen on a
+  # loaded 2-core machine). Wait for the exec (or for the child to die).
+  for ((i = 0; i < 100; i++)); do
+    pid_alive "$pidfile" && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
 }
 
 start_etcd() {
