@@ -4,8 +4,24 @@
 //!     namespace of 1,000 Services.
 //! S2: the same Pod in the default mode in a namespace of 50 Services (hundreds of variables
 //!     per container).
+//!
+//! `server_path` runs the whole request path of `src/http/router.rs` (body bytes to response
+//! bytes) in-process; `bench/load.sh` measures it over real HTTPS.
 
 use std::hint::black_box;
+
+// The same allocator as the binary, so the numbers match the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http;
+use envlink::http::metrics::Endpoint;
+use envlink::http::router::handle_review;
+use envlink::http::{AppState, Metrics};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use envlink::admission::{self, Operation, Request, selection};
@@ -176,19 +192,94 @@ fn bench_review_codec(c: &mut Criterion) {
     };
     let object = serde_json::to_value(&req.object).unwrap_or_default();
     let decision = admission::mutate(&request("ns", &object), &s2_catalog, &policy, &NoConfigMaps);
-    // The server moves the patch into the response; cloning it is setup, not measured.
-    group.bench_function("serialize_S2_response", |b| {
-        b.iter_batched(
-            || decision.patch.clone(),
-            |patch| {
-                let response = AdmissionResponse::from(&req).with_patch(patch);
-                response
-                    .ok()
-                    .map(|r| serde_json::to_vec(&r.into_review()).map(|v| v.len()))
-            },
-            criterion::BatchSize::SmallInput,
-        )
+    // What the server writes for the patch: JSON straight from the catalog's variables.
+    group.bench_function("write_S2_patch_json", |b| {
+        b.iter(|| decision.patch.to_json().map(|v| v.len()))
     });
+    // The same patch through json_patch values and serde (the slow path of `envlink mutate`).
+    group.bench_function("S2_patch_via_json_patch_values", |b| {
+        b.iter(|| serde_json::to_vec(&decision.patch.to_patch()).map(|v| v.len()))
+    });
+    let _ = AdmissionResponse::from(&req);
+    group.finish();
+}
+
+/// The real server path, body bytes in, response bytes out: the axum Router of
+/// `src/http/router.rs` called in-process (tower `oneshot`, no TLS, no socket). Unlike
+/// `review_codec/serialize_S2_response` (kube-core's default encoding, the patch as an array
+/// of numbers), this includes what the server really does: the typed decode, the object
+/// re-encoded for the decision, the base64 patch, the metrics and the (disabled) tracing span.
+fn bench_server_path(c: &mut Criterion) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio runtime: {e}"),
+    };
+    let mut group = c.benchmark_group("server_path");
+    let cases = [
+        (
+            "S1",
+            1_000,
+            Some("svc-00001, svc-00100, svc-00200, svc-00500, svc-00999"),
+        ),
+        ("S2", 50, None),
+    ];
+    for (name, size, annotation) in cases {
+        let catalog = Arc::new(catalog("ns", size));
+        let metrics = Arc::new(Metrics::new(
+            catalog.clone(),
+            Arc::default(),
+            Arc::default(),
+        ));
+        let state = AppState::new(catalog, Arc::new(Policy::default()), metrics);
+        let app = envlink::http::router(state.clone());
+        let body = Bytes::from(review_bytes(&typical_pod("ns", annotation)));
+        let call = |body: Bytes| {
+            let app = app.clone();
+            async move {
+                let request = match http::Request::post("/mutate")
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                {
+                    Ok(r) => r,
+                    Err(e) => panic!("request: {e}"),
+                };
+                let Ok(response) = app.oneshot(request).await;
+                match response.into_body().collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(e) => panic!("response body: {e}"),
+                }
+            }
+        };
+        // The answer must be the patch the load test gets, not an error.
+        let answer = runtime.block_on(call(body.clone()));
+        assert!(
+            answer.starts_with(b"{\"apiVersion\"")
+                && answer.windows(9).any(|w| w == b"\"patch\":\""),
+            "{name}: unexpected answer: {}",
+            String::from_utf8_lossy(&answer[..answer.len().min(300)])
+        );
+        group.bench_function(format!("{name}_router"), |b| {
+            b.iter(|| runtime.block_on(call(black_box(body.clone()))).len())
+        });
+        // The same without axum and the body plumbing: `handle_review`, what the handler
+        // calls once the body is in (the fuzz targets call it too).
+        let direct = handle_review(&state, Endpoint::Mutate, &body);
+        assert_eq!(
+            direct.body,
+            answer.as_ref(),
+            "{name}: handle_review differs"
+        );
+        group.bench_function(format!("{name}_handle_review"), |b| {
+            b.iter(|| {
+                handle_review(&state, Endpoint::Mutate, black_box(&body))
+                    .body
+                    .len()
+            })
+        });
+    }
     group.finish();
 }
 
@@ -216,6 +307,7 @@ criterion_group!(
     bench_variables,
     bench_decisions,
     bench_review_codec,
+    bench_server_path,
     bench_watch_event
 );
 criterion_main!(benches);

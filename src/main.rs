@@ -1,5 +1,10 @@
 //! The `envlink` binary: wiring only.
 
+/// mimalloc instead of the system allocator: a review allocates and frees many small
+/// objects, and glibc's free-list maintenance was a visible share of the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,19 +1,23 @@
 //! The admission decision, as pure code: (request, catalog view, policy) → allow, deny or a
 //! JSON Patch, plus warnings. No HTTP, no Kubernetes client, no locks held here.
 
+pub mod patch;
 pub mod pod;
 pub mod selection;
 pub mod workload;
 
 use hashbrown::HashSet;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use std::sync::Arc;
+
+use json_patch::{AddOperation, PatchOperation};
 use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
 use crate::config::{Action, InjectionMode, OnMissing, Policy};
 use crate::reserved::{ConfigMapKeys, ContainerKind, Finding, Origin};
 
+use patch::{InjectedVars, PatchPlan, PlannedOp};
 use pod::PodView;
 use selection::{Selection, Source};
 
@@ -74,8 +78,8 @@ pub enum Verdict {
 pub struct Decision {
     /// Allow, deny or invalid.
     pub verdict: Verdict,
-    /// RFC 6902 operations (empty: no change).
-    pub patch: Patch,
+    /// The RFC 6902 patch (empty: no change); `to_patch()` or `to_json()` to use it.
+    pub patch: PatchPlan,
     /// Warnings for the user (the API server shows them to `kubectl`).
     pub warnings: Vec<String>,
     /// What was injected, as written to `envlink.io/injected`.
@@ -88,7 +92,7 @@ impl Decision {
     fn allow() -> Self {
         Self {
             verdict: Verdict::Allow,
-            patch: Patch(Vec::new()),
+            patch: PatchPlan::default(),
             warnings: Vec::new(),
             injected: None,
             variables: 0,
@@ -113,7 +117,7 @@ impl Decision {
     /// A short label for metrics and logs: `allowed`, `patched`, `denied` or `invalid`.
     pub fn label(&self) -> &'static str {
         match &self.verdict {
-            Verdict::Allow if self.patch.0.is_empty() => "allowed",
+            Verdict::Allow if self.patch.is_empty() => "allowed",
             Verdict::Allow => "patched",
             Verdict::Deny(_) => "denied",
             Verdict::Invalid(_) => "invalid",
@@ -199,31 +203,32 @@ pub fn mutate(
     }
 
     // 3. The variables, deduplicated across Services (the first Service in order wins).
-    let mut variables: Vec<(&str, &str)> = Vec::new();
+    let mut vars = InjectedVars::new();
     if let Some(selection) = &selection {
         let mut seen = HashSet::with_capacity(selection.chosen.len() * 8);
         for chosen in &selection.chosen {
-            for (name, value) in chosen.service.variables() {
+            let handle = vars.add_service(Arc::clone(&chosen.service));
+            for (at, name, _) in chosen.service.variables_at() {
                 if seen.insert(name) {
-                    variables.push((name, value));
+                    vars.push(handle, u32::try_from(at).unwrap_or(u32::MAX));
                 }
             }
         }
     }
     let max = policy.config.services.max_variables;
-    let over_limit = variables.len() > max;
+    let over_limit = vars.len() > max;
     if over_limit {
         warnings.push(format!(
             "envlink: this Pod would get {} service variables, more than the limit of {max} \
              (services.maxVariables); none were injected. Name the Services it needs in the \
              {ANNOTATION_SERVICES} annotation",
-            variables.len()
+            vars.len()
         ));
-        variables.clear();
+        vars.clear();
     }
     let injecting = selection.is_some() && !over_limit;
     // Which injected names any rule could reserve: decided once, not per container.
-    let maybe_reserved: Vec<bool> = variables
+    let maybe_reserved: Vec<bool> = vars
         .iter()
         .map(|(name, _)| policy.rules.may_be_reserved(name))
         .collect();
@@ -234,40 +239,35 @@ pub fn mutate(
         for (index, container) in pod.containers(kind).iter().enumerate() {
             let defined: HashSet<&str> = container.env_names().collect();
             let resources = container.resource_names();
-            let injected: Vec<Value> = variables
+            let injected: Vec<u32> = vars
                 .iter()
                 .zip(&maybe_reserved)
-                .filter(|((name, _), _)| !defined.contains(name))
-                .filter(|((name, _), maybe)| {
+                .enumerate()
+                .filter(|(_, ((name, _), _))| !defined.contains(name))
+                .filter(|(_, ((name, _), maybe))| {
                     !**maybe || !policy.rules.is_reserved(&resources, name)
                 })
-                .map(|((name, value), _)| env_entry(name, value))
+                .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
                 .collect();
             let raw_env = object
                 .pointer(&format!("/spec/{}/{index}/env", kind.field()))
                 .and_then(Value::as_array);
+            let stripping = stripped.iter().any(|s| s.0 == kind && s.1 == index);
+            if injected.is_empty() && !stripping {
+                continue;
+            }
             let kept = raw_env
                 .into_iter()
                 .flatten()
                 .enumerate()
                 .filter(|(i, _)| !stripped.contains(&(kind, index, *i)))
-                .map(|(_, e)| e.clone());
-            let stripping = stripped.iter().any(|s| s.0 == kind && s.1 == index);
-            if injected.is_empty() && !stripping {
-                continue;
-            }
-            let mut env = injected;
-            env.extend(kept);
-            let path = pointer(&["spec", kind.field(), &index.to_string(), "env"]);
-            ops.push(match raw_env {
-                Some(_) => PatchOperation::Replace(ReplaceOperation {
-                    path,
-                    value: Value::Array(env),
-                }),
-                None => PatchOperation::Add(AddOperation {
-                    path,
-                    value: Value::Array(env),
-                }),
+                .map(|(_, e)| e.clone())
+                .collect();
+            ops.push(PlannedOp::Env {
+                path: pointer(&["spec", kind.field(), &index.to_string(), "env"]),
+                replace: raw_env.is_some(),
+                injected,
+                kept,
             });
         }
     }
@@ -275,10 +275,10 @@ pub fn mutate(
     if injecting && let Some(selection) = &selection {
         if policy.config.services.disable_service_links && pod.enable_service_links() != Some(false)
         {
-            ops.push(PatchOperation::Add(AddOperation {
+            ops.push(PlannedOp::Op(PatchOperation::Add(AddOperation {
                 path: pointer(&["spec", "enableServiceLinks"]),
                 value: Value::Bool(false),
-            }));
+            })));
         }
         let record = selection
             .chosen
@@ -288,16 +288,21 @@ pub fn mutate(
             .join(",");
         // A re-run keeps the record as it is: rewriting it is the only change it could make.
         if selection.source != Source::Recorded {
-            ops.push(annotation_op(&pod, ANNOTATION_INJECTED, &record));
+            ops.push(PlannedOp::Op(annotation_op(
+                &pod,
+                ANNOTATION_INJECTED,
+                &record,
+            )));
         }
         injected_annotation = Some(record);
     }
+    let variables = vars.len();
     Decision {
         verdict: Verdict::Allow,
-        patch: Patch(ops),
+        patch: PatchPlan { vars, ops },
         warnings,
         injected: injected_annotation,
-        variables: variables.len(),
+        variables,
     }
 }
 
@@ -511,13 +516,6 @@ fn missing_text(namespace: &str, missing: &[String]) -> String {
 
 fn denial_text(denials: &[String]) -> String {
     format!("envlink: {}", denials.join("; "))
-}
-
-fn env_entry(name: &str, value: &str) -> Value {
-    let mut m = Map::with_capacity(2);
-    m.insert("name".into(), Value::String(name.into()));
-    m.insert("value".into(), Value::String(value.into()));
-    Value::Object(m)
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {

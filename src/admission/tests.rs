@@ -77,8 +77,13 @@ fn create<'a>(namespace: &'a str, object: &'a Value) -> Request<'a> {
 /// Runs `mutate` and returns the decision and the Pod with the patch applied.
 fn run(catalog: &Catalog, policy: &Policy, namespace: &str, object: &Value) -> (Decision, Value) {
     let decision = mutate(&create(namespace, object), catalog, policy, &NoConfigMaps);
+    let patch = decision.patch.to_patch();
+    // The server's direct JSON writer and the json_patch form must be the same patch.
+    let direct: json_patch::Patch =
+        serde_json::from_slice(&decision.patch.to_json().expect("writes")).expect("valid JSON");
+    assert_eq!(direct, patch);
     let mut patched = object.clone();
-    json_patch::patch(&mut patched, &decision.patch).expect("patch applies to its input");
+    json_patch::patch(&mut patched, &patch).expect("patch applies to its input");
     (decision, patched)
 }
 
@@ -279,7 +284,7 @@ fn cross_namespace_references_follow_the_configuration() {
     );
     // The re-run resolves the record the same way and changes nothing.
     let (again, _) = run(&c, &allow, "shop", &patched);
-    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
 }
 
 #[test]
@@ -425,7 +430,7 @@ fn running_on_its_own_output_changes_nothing() {
         assert_eq!(first.verdict, Verdict::Allow);
         let (second, twice) = run(&c, &Policy::default(), "", &once);
         assert!(
-            second.patch.0.is_empty(),
+            second.patch.is_empty(),
             "second run patched: {:?}",
             second.patch
         );
@@ -457,7 +462,6 @@ fn only_pod_creates_are_mutated() {
     assert!(
         mutate(&update, &c, &Policy::default(), &NoConfigMaps)
             .patch
-            .0
             .is_empty()
     );
     let cm = json!({"kind": "ConfigMap", "metadata": {"name": "x"}});
@@ -467,7 +471,7 @@ fn only_pod_creates_are_mutated() {
     };
     let d = mutate(&wrong, &c, &Policy::default(), &NoConfigMaps);
     assert_eq!(d.verdict, Verdict::Allow);
-    assert!(d.patch.0.is_empty());
+    assert!(d.patch.is_empty());
     assert!(d.warnings[0].contains("core/ConfigMap"));
 }
 

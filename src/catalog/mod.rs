@@ -32,9 +32,14 @@ pub struct LinkedService {
 /// Why a Service cannot enter the catalog.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IngestError {
-    /// A field holds a NUL byte (never the case for objects from an API server).
-    #[error("Service {namespace}/{name} has a NUL byte in a field")]
-    Nul {
+    /// A field holds a quote, a backslash or a control character. API validation never lets
+    /// one through (names are DNS labels, IPs are IPs, protocols an enum); refusing them
+    /// keeps every variable JSON-safe, so the server can copy them into patches unescaped.
+    #[error(
+        "Service {namespace}/{name} has a character Kubernetes does not allow (a quote, a \
+         backslash or a control character) in its name, cluster IP, port names or protocols"
+    )]
+    UnsafeText {
         /// Namespace.
         namespace: String,
         /// Name.
@@ -48,14 +53,15 @@ pub enum IngestError {
 impl LinkedService {
     /// Computes the variables of a Service.
     pub fn new(link: &ServiceLink) -> Result<Self, IngestError> {
-        let has_nul = link.name.contains(SEP)
-            || link.cluster_ip.contains(SEP)
+        let unsafe_text = |s: &str| s.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        let has_unsafe = unsafe_text(&link.name)
+            || unsafe_text(&link.cluster_ip)
             || link
                 .ports
                 .iter()
-                .any(|p| p.name.contains(SEP) || p.protocol.contains(SEP));
-        if has_nul {
-            return Err(IngestError::Nul {
+                .any(|p| unsafe_text(&p.name) || unsafe_text(&p.protocol));
+        if has_unsafe {
+            return Err(IngestError::UnsafeText {
                 namespace: link.namespace.clone(),
                 name: link.name.clone(),
             });
@@ -97,12 +103,34 @@ impl LinkedService {
 
     /// The variables, in the kubelet's order.
     pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let mut parts = self.vars.split(SEP);
+        self.variables_at().map(|(_, name, value)| (name, value))
+    }
+
+    /// The variables with the position of each, for [`LinkedService::variable`].
+    pub fn variables_at(&self) -> impl Iterator<Item = (usize, &str, &str)> + '_ {
+        let mut at = 0;
         std::iter::from_fn(move || {
-            let name = parts.next().filter(|n| !n.is_empty())?;
-            let value = parts.next()?;
-            Some((name, value))
+            let (name, value, next) = self.split_at_offset(at)?;
+            let here = at;
+            at = next;
+            Some((here, name, value))
         })
+    }
+
+    /// The variable at a position from [`LinkedService::variables_at`].
+    pub fn variable(&self, at: usize) -> Option<(&str, &str)> {
+        self.split_at_offset(at)
+            .map(|(name, value, _)| (name, value))
+    }
+
+    fn split_at_offset(&self, at: usize) -> Option<(&str, &str, usize)> {
+        let rest = self.vars.get(at..)?;
+        let (name, rest) = rest.split_once(SEP)?;
+        let (value, _) = rest.split_once(SEP)?;
+        if name.is_empty() {
+            return None;
+        }
+        Some((name, value, at + name.len() + value.len() + 2))
     }
 }
 
@@ -420,10 +448,24 @@ mod tests {
     }
 
     #[test]
-    fn nul_bytes_are_refused() {
-        let bad = link("a", "x\0y", "10.0.0.1", 80);
-        let (c, errors) = Catalog::from_links(vec![bad]);
+    fn json_unsafe_characters_are_refused() {
+        for bad in ["x\0y", "x\"y", "x\\y", "x\ny"] {
+            let (c, errors) = Catalog::from_links(vec![link("a", bad, "10.0.0.1", 80)]);
+            assert_eq!(errors.len(), 1, "{bad:?}");
+            assert!(c.namespace("a").is_none());
+        }
+        let (_, errors) = Catalog::from_links(vec![link("a", "ok", "10.0.0.1\"", 80)]);
         assert_eq!(errors.len(), 1);
-        assert!(c.namespace("a").is_none());
+    }
+
+    #[test]
+    fn variables_by_position() {
+        let s = LinkedService::new(&link("a", "web", "10.0.0.1", 80)).expect("valid");
+        let all: Vec<_> = s.variables_at().collect();
+        assert_eq!(all.len(), s.variable_count());
+        for (at, name, value) in all {
+            assert_eq!(s.variable(at), Some((name, value)));
+        }
+        assert_eq!(s.variable(100_000), None);
     }
 }

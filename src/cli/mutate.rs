@@ -137,10 +137,11 @@ fn run_inner(
         old_object: None,
     };
     let mut decision = admission::mutate(&request, &catalog, &policy, &NoConfigMaps);
+    let patch = decision.patch.to_patch();
     if let Verdict::Allow = decision.verdict {
         // The final check the validating webhook would make on the mutated Pod.
         let mut mutated = pod.clone();
-        json_patch::patch(&mut mutated, &decision.patch)
+        json_patch::patch(&mut mutated, &patch)
             .map_err(|e| format!("internal: patch does not apply: {e}"))?;
         let check = admission::validate(
             &Request {
@@ -165,11 +166,9 @@ fn run_inner(
         Verdict::Invalid(message) => Err(format!("{origin}: {message}")),
         Verdict::Allow => {
             let text = match args.output {
-                Output::Patch => {
-                    serde_json::to_string_pretty(&decision.patch).map_err(|e| e.to_string())?
-                }
+                Output::Patch => serde_json::to_string_pretty(&patch).map_err(|e| e.to_string())?,
                 Output::Json | Output::Yaml => {
-                    json_patch::patch(&mut pod, &decision.patch)
+                    json_patch::patch(&mut pod, &patch)
                         .map_err(|e| format!("internal: patch does not apply: {e}"))?;
                     if args.output == Output::Json {
                         serde_json::to_string_pretty(&pod).map_err(|e| e.to_string())?

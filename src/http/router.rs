@@ -368,7 +368,7 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Result<Reply, Ht
     };
     // Only when this answer changes the Pod: a reinvocation on envlink's own output would
     // otherwise count the same Pod twice.
-    if decision.injected.is_some() && !decision.patch.0.is_empty() {
+    if decision.injected.is_some() && !decision.patch.is_empty() {
         state.metrics.observe_injected(decision.variables);
     }
     let label = decision.label();
@@ -425,10 +425,21 @@ fn to_response(
 ) -> Result<AdmissionResponse, HttpError> {
     let warnings = (!decision.warnings.is_empty()).then_some(decision.warnings);
     let mut response = match decision.verdict {
-        Verdict::Allow if decision.patch.0.is_empty() => AdmissionResponse::from(request),
-        Verdict::Allow => AdmissionResponse::from(request)
-            .with_patch(decision.patch)
-            .map_err(|e| HttpError::internal("patch does not serialise", &e))?,
+        Verdict::Allow if decision.patch.is_empty() => AdmissionResponse::from(request),
+        Verdict::Allow => {
+            // The plan writes its JSON straight from the catalog's variables (see
+            // `admission::patch`); an empty `with_patch` sets the patch type, which kube-core
+            // keeps private, and the bytes go in its place.
+            let bytes = decision
+                .patch
+                .to_json()
+                .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
+            let mut response = AdmissionResponse::from(request)
+                .with_patch(json_patch::Patch(Vec::new()))
+                .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
+            response.patch = Some(bytes);
+            response
+        }
         Verdict::Deny(message) => {
             let mut response = AdmissionResponse::from(request).deny(&message);
             response.result = Status::failure(&message, "Forbidden").with_code(403);
