@@ -33,6 +33,7 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -367,8 +368,10 @@ def _die_with_parent() -> None:
 class Envlink:
     """One `envlink serve` on loopback, registered for namespaces labelled envlink-e2e=<name>."""
 
-    def __init__(self, name: str, ctx: "Context", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, ctx: "Context", config: dict[str, Any] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.name = name
+        self.extra_args = extra_args or []
         self.ctx = ctx
         self.port = free_port()
         self.metrics_port = free_port()
@@ -392,6 +395,7 @@ class Envlink:
                 "--shutdown-grace", "2s"]
         if self.config_path:
             args += ["--config", str(self.config_path)]
+        args += self.extra_args
         with open(self.log, "ab") as log:
             log.write(f"\n===== start {time.strftime('%H:%M:%S')} =====\n".encode())
             log.flush()
@@ -589,7 +593,12 @@ def setup_envlink_and_webhooks() -> None:
     for inst in CTX.instances.values():
         inst.start()
         inst.register()
+    # not registered as a webhook: only its readiness is watched during the outage test
+    CTX.instances["strict"] = Envlink("strict", CTX, extra_args=["--max-staleness", "3s"])
+    CTX.instances["strict"].start()
     for inst in CTX.instances.values():
+        if inst.name == "strict":
+            continue
         ns = namespace(f"e2e-probe-{inst.name}", inst.name)
         wait_webhook_active(ns)
     # System namespaces are not selected: a Pod in `default` is stored unchanged.
@@ -938,11 +947,22 @@ def apiserver_restarted_under_running_envlink() -> None:
     # 2. an outage: the watch fails and retries with backoff; envlink stays ready and keeps
     #    serving its catalog (checked once the API server is back, which is the only way a
     #    Pod gets admitted at all)
+    #    It says so: envlink_watch_connected 0, staleness growing, /readyz names it; an
+    #    instance with --max-staleness 3s turns unready.
+    strict = CTX.instances["strict"]
+    wait_until("the --max-staleness instance to be ready before the outage", strict.ready, timeout=90)
     CTX.testbed("stop-apiserver")
-    deadline = time.monotonic() + 12
+    wait_until("envlink_watch_connected 0 during the outage",
+               lambda: inst.metric("envlink_watch_connected") == 0, timeout=15)
+    wait_until("the --max-staleness 3s instance to turn unready", lambda: strict.readyz() == 503, timeout=15)
+    deadline = time.monotonic() + 6
     while time.monotonic() < deadline:
-        check(inst.ready(), "/readyz must stay 200 while the API server is down")
+        check(inst.ready(), "/readyz must stay 200 while the API server is down (no --max-staleness)")
         time.sleep(1)
+    body = http_get(inst.metrics + "/readyz")[1]
+    check("disconnected" in body, f"/readyz should say the watch is disconnected: {body!r}")
+    check((inst.metric("envlink_catalog_staleness_seconds") or 0) >= 3,
+          f"envlink_catalog_staleness_seconds={inst.metric('envlink_catalog_staleness_seconds')}, want >= 3")
     CTX.testbed("start-apiserver")
     wait_until("envlink_watch_restarts_total to grow",
                lambda: inst.metric_sum("envlink_watch_restarts_total") > restarts0, timeout=30)
@@ -973,6 +993,10 @@ def apiserver_restarted_under_running_envlink() -> None:
     check(inst.metric_sum("envlink_watch_restarts_total") > restarts1,
           "envlink_watch_restarts_total did not grow: the watch was not broken")
     assert_catalog_matches(inst)
+    wait_until("envlink_watch_connected 1 and staleness 0 after the recovery",
+               lambda: inst.metric("envlink_watch_connected") == 1
+               and inst.metric("envlink_catalog_staleness_seconds") == 0, timeout=30)
+    wait_until("the --max-staleness instance to be ready again", strict.ready, timeout=90)
     stored, _ = create_pod(pod("after-recovery", ns))
     assert_kubelet_env(stored, services_of_cluster(), {"app": []})
     # and nothing else was lost: another namespace's Pods still get everything
@@ -1095,7 +1119,11 @@ def main() -> int:
                 print(f"e2e: cleanup: {e}", file=sys.stderr)
                 failed += 1
                 print(f"FAIL clean_shutdown_{inst.name}: {e}")
-    print(f"e2e: {time.monotonic() - t_all:.0f}s; envlink logs in {CTX.work}", flush=True)
+    if failed:
+        print(f"e2e: {time.monotonic() - t_all:.0f}s; envlink logs kept in {CTX.work}", flush=True)
+    else:
+        shutil.rmtree(CTX.work, ignore_errors=True)
+        print(f"e2e: {time.monotonic() - t_all:.0f}s", flush=True)
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -1125,7 +1153,8 @@ def recover() -> None:
                 inst.resume()
             else:
                 inst.start()
-            inst.register()
+            if inst.name != "strict":
+                inst.register()
     except Exception as e:  # noqa: BLE001
         print(f"e2e: recovery after a failure failed: {e}", file=sys.stderr)
 

@@ -89,6 +89,11 @@ inside() {
   stage "stop"
   bash "$TESTBED" stop "$st" >/dev/null 2>&1 || echo "e2e: warning: testbed stop failed" >&2
   trap - EXIT
+  if ((total_fail == 0)); then
+    rm -rf "$st"
+  else
+    echo "e2e: API server/etcd logs and suite outputs kept in $st"
+  fi
 
   stage "summary"
   [[ -n "${E2E_T0:-}" ]] && echo "e2e: total $(($(date +%s) - E2E_T0))s (setup and builds included)"
