@@ -208,9 +208,9 @@ pub fn mutate(
         let mut seen = HashSet::with_capacity(selection.chosen.len() * 8);
         for chosen in &selection.chosen {
             let handle = vars.add_service(Arc::clone(&chosen.service));
-            for (at, name, _) in chosen.service.variables_at() {
+            for (at, name, value) in chosen.service.variables_at() {
                 if seen.insert(name) {
-                    vars.push(handle, u32::try_from(at).unwrap_or(u32::MAX));
+                    vars.push(handle, at, name, value);
                 }
             }
         }

@@ -20,9 +20,17 @@ use crate::catalog::LinkedService;
 #[derive(Debug, Clone, Default)]
 pub struct InjectedVars {
     services: Vec<Arc<LinkedService>>,
-    /// (index into `services`, position of the variable within that Service, from
-    /// [`LinkedService::variables_at`]).
-    entries: Vec<(u32, u32)>,
+    entries: Vec<Entry>,
+}
+
+/// Where one variable sits: its Service and its span in that Service's buffer, so reading
+/// it back is two slices (it is read once per container when the patch is written).
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    service: u32,
+    at: u32,
+    name_len: u32,
+    value_len: u32,
 }
 
 impl InjectedVars {
@@ -37,9 +45,20 @@ impl InjectedVars {
         u32::try_from(self.services.len() - 1).unwrap_or(u32::MAX)
     }
 
-    /// Adds the variable at position `var` of Service `service`.
-    pub fn push(&mut self, service: u32, var: u32) {
-        self.entries.push((service, var));
+    /// Adds the variable `name`/`value` found at position `at` of Service `service` (from
+    /// [`LinkedService::variables_at`]).
+    pub fn push(&mut self, service: u32, at: usize, name: &str, value: &str) {
+        let fits = |n: usize| u32::try_from(n).ok();
+        if let (Some(at), Some(name_len), Some(value_len)) =
+            (fits(at), fits(name.len()), fits(value.len()))
+        {
+            self.entries.push(Entry {
+                service,
+                at,
+                name_len,
+                value_len,
+            });
+        }
     }
 
     /// How many variables.
@@ -60,8 +79,12 @@ impl InjectedVars {
 
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        let (service, var) = *self.entries.get(i)?;
-        self.services.get(service as usize)?.variable(var as usize)
+        let e = *self.entries.get(i)?;
+        self.services.get(e.service as usize)?.variable_span(
+            e.at as usize,
+            e.name_len as usize,
+            e.value_len as usize,
+        )
     }
 
     /// All variables as (name, value), in order.
@@ -235,9 +258,11 @@ mod tests {
         let mut vars = InjectedVars::new();
         let a = vars.add_service(service("a", "10.0.0.1"));
         let b = vars.add_service(service("b-ß", "fd00::1"));
-        for var in 0..6 {
-            vars.push(a, var);
-            vars.push(b, var);
+        for handle in [a, b] {
+            let service = Arc::clone(&vars.services[handle as usize]);
+            for (at, name, value) in service.variables_at() {
+                vars.push(handle, at, name, value);
+            }
         }
         let plan = PatchPlan {
             vars,
@@ -245,7 +270,7 @@ mod tests {
                 PlannedOp::Env {
                     path: PointerBuf::from_tokens(["spec", "containers", "0", "env"]),
                     replace: true,
-                    injected: vec![0, 2, 5, 11],
+                    injected: vec![0, 2, 5, 11, 13],
                     kept: vec![
                         json!({"name": "Q\"uote\\", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}),
                     ],

@@ -123,6 +123,20 @@ impl LinkedService {
             .map(|(name, value, _)| (name, value))
     }
 
+    /// The variable at `at` whose name and value lengths are known: two slices, no scan.
+    /// `None` when the span does not fit (then it was not taken from this Service).
+    pub fn variable_span(
+        &self,
+        at: usize,
+        name_len: usize,
+        value_len: usize,
+    ) -> Option<(&str, &str)> {
+        let name = self.vars.get(at..at + name_len)?;
+        let value_at = at + name_len + 1;
+        let value = self.vars.get(value_at..value_at + value_len)?;
+        Some((name, value))
+    }
+
     fn split_at_offset(&self, at: usize) -> Option<(&str, &str, usize)> {
         let rest = self.vars.get(at..)?;
         let (name, rest) = rest.split_once(SEP)?;
@@ -465,7 +479,12 @@ mod tests {
         assert_eq!(all.len(), s.variable_count());
         for (at, name, value) in all {
             assert_eq!(s.variable(at), Some((name, value)));
+            assert_eq!(
+                s.variable_span(at, name.len(), value.len()),
+                Some((name, value))
+            );
         }
+        assert_eq!(s.variable_span(0, 10_000, 1), None);
         assert_eq!(s.variable(100_000), None);
     }
 }
