@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
         let Ok(review) = serde_json::from_slice::<Value>(data) else {
             panic!("a patch for a body that is not JSON");
         };
-        envlink_fuzz::apply(&review["request"]["object"], &patch);
+        envlink_fuzz::apply(&envlink_fuzz::as_sent(&review["request"]["object"]), &patch);
     }
 });

@@ -161,6 +161,21 @@ pub fn review(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Option<Outco
     Some(Outcome::Allowed(patch))
 }
 
+/// The object as the API server sends it: a Pod always has `metadata` (an object), since the
+/// API server decodes it into its typed struct before sending. envlink decides on that typed
+/// view (kube-core's `DynamicObject`, whose `metadata` is never absent), so a patch for an
+/// object without `metadata` adds to `/metadata/...` — correct for every object the API
+/// server can send, not for a hand-made one without `metadata`.
+pub fn as_sent(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut()
+        && map.get("metadata").is_none_or(Value::is_null)
+    {
+        map.insert("metadata".into(), json!({}));
+    }
+    object
+}
+
 /// Applies `patch` to a copy of `object`; panics when it does not apply.
 pub fn apply(object: &Value, patch: &json_patch::Patch) -> Value {
     let mut patched = object.clone();
@@ -182,6 +197,7 @@ pub fn apply(object: &Value, patch: &json_patch::Patch) -> Value {
 ///   never injects a reserved name), for Pods without ephemeral containers (which only the
 ///   validating webhook checks on CREATE).
 pub fn check_pod(object: &Value, state: &AppState) {
+    let object = &as_sent(object);
     for namespace in ["shop", "default"] {
         let Some(Outcome::Allowed(first)) =
             review(state, Endpoint::Mutate, &pod_review(namespace, object))

@@ -154,7 +154,33 @@ fn decode(
     if service.metadata.name.as_deref().is_none_or(str::is_empty) {
         return Err(bad("metadata.name is missing".into()));
     }
-    Ok(link_from_service(&service, default_namespace))
+    let link = link_from_service(&service, default_namespace);
+    // What the API server enforces: a name envlink could not record in envlink.io/injected
+    // (and would refuse there on a reinvocation) never gets into a static catalog either.
+    for (key, value) in [
+        ("metadata.name", &link.name),
+        ("metadata.namespace", &link.namespace),
+    ] {
+        if !is_dns_label(value) {
+            return Err(bad(format!(
+                "{key} {value:?} is not a DNS label (lower-case letters, digits and '-', at \
+                 most 63 characters)"
+            )));
+        }
+    }
+    Ok(link)
+}
+
+/// RFC 1123 label, as Kubernetes requires of Service and namespace names.
+fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// Reads a Service file (`-` for standard input).
@@ -169,6 +195,30 @@ pub fn load_services(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `services_file` fuzz target: a Service named `redis-mast`r` was accepted,
+    /// injected and recorded, and the reinvocation then refused the Pod over the record.
+    #[test]
+    fn names_that_are_not_dns_labels_are_refused() {
+        for (name, namespace) in [
+            ("redis-mast`r", "shop"),
+            ("Web", "shop"),
+            ("-web", "shop"),
+            ("web", "Shop"),
+            ("web", "a/b"),
+        ] {
+            let text = format!(
+                "kind: Service\nmetadata: {{name: {name:?}, namespace: {namespace:?}}}\n\
+                 spec: {{clusterIP: 10.0.0.1, ports: [{{port: 80}}]}}\n"
+            );
+            let err = parse_services(&text, "t.yaml", "default")
+                .expect_err(name)
+                .to_string();
+            assert!(err.contains("not a DNS label"), "{err}");
+        }
+        let ok = "kind: Service\nmetadata: {name: web-2, namespace: shop}\n";
+        assert_eq!(parse_services(ok, "t", "default").expect("valid").len(), 1);
+    }
 
     #[test]
     fn service_list_and_documents() {
