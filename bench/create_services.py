@@ -10,7 +10,7 @@ in etcd (serialised), so 100,000 take 10-15 minutes.
 --method etcd --etcd http://127.0.0.1:PORT: creates one Service through the API (so it has
 everything the API server adds: uid, creationTimestamp, managedFields, clusterIPs) and
 writes the others as copies of it (new name, namespace, uid, cluster IP) straight into the
-testbed's etcd, 100 per transaction, through etcd's JSON gateway. The API server reads them
+testbed's etcd, 100 per transaction, through etcd's JSON gateway, at --rate per second. The API server reads them
 back like its own objects (its storage decoder accepts JSON) and its watch cache sends
 them to watchers as ADDED events, so envlink receives exactly what a real API server sends;
 only the cluster-IP bitmap does not know these IPs (the repair loop may log about them).
@@ -160,6 +160,11 @@ def via_etcd(args, names):
             total += 1
             if len(batch) == 100:
                 flush()
+                # pace: a burst of thousands per second makes the 1.20 API server drop
+                # watchers ("Forcing watcher close due to unresponsiveness")
+                ahead = total / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
     flush()
     elapsed = time.monotonic() - started
     print(f"[create] {total + 1} Services in {elapsed:.1f} s (1 through the API, the rest "
@@ -179,6 +184,8 @@ def main():
     p.add_argument("--threads", type=int, default=4, help="connections per process")
     p.add_argument("--method", choices=["api", "etcd"], default="api")
     p.add_argument("--etcd", help="with --method etcd: the testbed's etcd client URL")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="with --method etcd: Services per second (default 1000)")
     args = p.parse_args()
 
     names = [f"{args.namespace_prefix}-{k:03d}" for k in range(args.namespaces)]

@@ -20,7 +20,8 @@
 # the default, etcd, POSTs one and writes copies of it into etcd (seconds; envlink still gets
 # them from the API server's list and watch, the same objects; see create_services.py).
 # Needs: testbed.sh install + build done (root), python3, curl, openssl, jq.
-# Environment: ENVLINK_BIN (default: cargo build --release), OHA, KEEP_WORKDIR=1.
+# Environment: ENVLINK_BIN (default: cargo build --release) and ENVLINK_REV (its commit, for
+# the results), OHA, KEEP_WORKDIR=1.
 
 set -euo pipefail
 
@@ -78,16 +79,25 @@ start_envlink() {
   PIDS+=("$EPID")
 }
 
-# wait_catalog PID METRICS_PORT SERVICES TIMEOUT: until ready and the catalog holds SERVICES
+# wait_catalog PID METRICS_PORT SERVICES TIMEOUT [STALL]: until ready and the catalog holds
+# SERVICES; prints "SECONDS COUNT". With STALL (seconds), also returns (with the count
+# reached) when the count has not changed for that long, instead of failing at TIMEOUT.
 wait_catalog() {
-  local pid=$1 port=$2 want=$3 timeout=$4 t0=$SECONDS have=""
+  local pid=$1 port=$2 want=$3 timeout=$4 stall=${5:-0} t0=$SECONDS have="" last="" since=$SECONDS
   while :; do
     kill -0 "$pid" 2>/dev/null || die "envlink (pid $pid) exited; see $WORK"
     have=$(curl -fsS "http://127.0.0.1:$port/metrics" 2>/dev/null |
       awk '$1 == "envlink_catalog_services" {print $2}') || true
-    if [[ -n "$have" && "${have%.*}" -ge "$want" ]] &&
+    have=${have%.*}
+    if [[ -n "$have" && "$have" -ge "$want" ]] &&
        curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
-      echo $((SECONDS - t0))
+      echo "$((SECONDS - t0)) $have"
+      return 0
+    fi
+    [[ "$have" == "$last" ]] || { last=$have; since=$SECONDS; }
+    if ((stall > 0 && SECONDS - since >= stall)); then
+      log "catalog stuck at ${have:-?} of $want Services for ${stall}s"
+      echo "$((SECONDS - t0)) ${have:-0}"
       return 0
     fi
     ((SECONDS - t0 < timeout)) || die "catalog has ${have:-?} of $want Services after ${timeout}s"
@@ -140,7 +150,7 @@ if [[ -n "$INNER" ]]; then
   start_envlink events --kubeconfig "$KUBECONFIG"
   EV_PID=$EPID
   EV_METRICS=$EMETRICS
-  wait_catalog "$EV_PID" "$EV_METRICS" 1 60 >/dev/null
+  wait_catalog "$EV_PID" "$EV_METRICS" 1 60 >/dev/null || die "envlink did not start"
   done_per_ns=0
   for n in "${SIZE_LIST[@]}"; do
     per_ns=$((n / NS))
@@ -152,13 +162,17 @@ if [[ -n "$INNER" ]]; then
     create_s=$((SECONDS - t0))
     done_per_ns=$per_ns
     total=$((NS * per_ns + 1))   # + default/kubernetes
-    secs=$(wait_catalog "$EV_PID" "$EV_METRICS" "$total" 600)
-    record watch-events "$((NS * per_ns))" "$EV_PID" "{\"create_seconds\": $create_s}"
+    # The 1.20 API server may drop a watcher that falls behind a burst ("Forcing watcher
+    # close due to unresponsiveness") without ending its stream: then the count stalls.
+    read -r secs have < <(wait_catalog "$EV_PID" "$EV_METRICS" "$total" 900 120)
+    record watch-events "$((NS * per_ns))" "$EV_PID" \
+      "{\"create_seconds\": $create_s, \"catalog_services\": $have, \"expected\": $total}"
     start_envlink "list-$n" --kubeconfig "$KUBECONFIG"
-    secs=$(wait_catalog "$EPID" "$EMETRICS" "$total" 600)
+    read -r secs have < <(wait_catalog "$EPID" "$EMETRICS" "$total" 600)
     exercise "$EPORT" ns-000
     sleep 1
-    record watch-list "$((NS * per_ns))" "$EPID" "{\"ready_seconds\": $secs}"
+    record watch-list "$((NS * per_ns))" "$EPID" \
+      "{\"ready_seconds\": $secs, \"catalog_services\": $have, \"expected\": $total}"
     stop_pid "$EPID"
   done
   exit 0
@@ -193,7 +207,7 @@ if ((STATIC)); then
     python3 "$ROOT/bench/gen.py" catalog --namespaces ns --namespace-count "$(((n + 999) / 1000))" \
       --per-namespace "$((n < 1000 ? n : 1000))" --out "$WORK/services-$n.json"
     start_envlink "static-$n" --services-file "$WORK/services-$n.json"
-    secs=$(wait_catalog "$EPID" "$EMETRICS" "$((n + 1))" 300)
+    read -r secs _ < <(wait_catalog "$EPID" "$EMETRICS" "$((n + 1))" 300)
     exercise "$EPORT" ns-000
     sleep 1
     record static "$n" "$EPID" "{\"ready_seconds\": $secs, \"file_bytes\": $(stat -c %s "$WORK/services-$n.json")}"
@@ -209,7 +223,7 @@ fi
 
 mkdir -p "$ROOT/bench/results"
 [[ -n "$OUT" ]] || OUT=$ROOT/bench/results/memory-$(date -u +%Y%m%dT%H%M%SZ).json
-jq -s --arg rev "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+jq -s --arg rev "${ENVLINK_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}" \
   --arg date "$(date -u +%FT%TZ)" \
   '{date: $date, git_rev: $rev, target_mb_at_100000: 120, measurements: .}' \
   "$WORK/results.jsonl" >"$OUT"
