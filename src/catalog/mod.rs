@@ -5,6 +5,7 @@
 //! one allocation; a namespace is an immutable sorted map behind an `Arc`, so a review takes
 //! one short read lock for a map get and an `Arc` clone, and never waits on an update.
 
+pub mod configmaps;
 pub mod file;
 pub mod watch;
 
