@@ -541,3 +541,53 @@ async fn wrong_method_and_path() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// With `reserved.checkConfigMaps`, `/readyz` waits for the first ConfigMap list, and a key
+/// brought in through `envFrom` that shadows a reserved name is refused.
+#[tokio::test]
+async fn config_map_keys_gate_readiness_and_are_checked() {
+    use envlink::catalog::configmaps::{ConfigMapIndex, ConfigMapSync};
+    use kube::runtime::watcher::Event;
+
+    let catalog = embedded_catalog();
+    let metrics = Arc::new(Metrics::new(
+        catalog.clone(),
+        Arc::default(),
+        Arc::default(),
+    ));
+    let policy = Policy::from_yaml("reserved: {checkConfigMaps: true}", "test").expect("policy");
+    let index = Arc::new(ConfigMapIndex::new());
+    let state = AppState::new(catalog, Arc::new(policy), metrics).with_config_maps(index.clone());
+    let app = http::router(state);
+    assert_eq!(
+        get(&app, "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let mut sync = ConfigMapSync::new(index);
+    sync.handle(Event::Init);
+    let config_map = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "gpu-settings", "namespace": "shop"},
+        "data": {"VISIBLE_DEVICES": "all"}
+    }))
+    .expect("ConfigMap");
+    sync.handle(Event::InitApply(config_map));
+    sync.handle(Event::InitDone);
+    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
+
+    let mut review: Value =
+        serde_json::from_slice(&fixture("mutate-pod-create.json")).expect("json");
+    review["request"]["namespace"] = "shop".into();
+    review["request"]["object"]["metadata"]["namespace"] = "shop".into();
+    review["request"]["object"]["spec"]["containers"][0]["envFrom"] =
+        serde_json::json!([{"prefix": "NVIDIA_", "configMapRef": {"name": "gpu-settings"}}]);
+    let answer = post(&app, "/mutate", serde_json::to_vec(&review).expect("json")).await;
+    let response = answer.response();
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("NVIDIA_VISIBLE_DEVICES") && message.contains("gpu-settings"),
+        "{message}"
+    );
+}

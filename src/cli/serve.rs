@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tokio::net::TcpListener;
 
+use crate::catalog::configmaps::{self, ConfigMapIndex, ConfigMapSync};
 use crate::catalog::watch::{self, CatalogSync, WatchCounters};
 use crate::catalog::{Catalog, file};
 use crate::config::Policy;
@@ -151,14 +152,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Policy::from_file(path)?,
         None => Policy::default(),
     });
-    if policy.config.reserved.check_config_maps {
-        // AppState::config_maps is where a ConfigMap key cache plugs in; until one exists,
-        // say plainly that this part of the policy is not enforced.
-        tracing::warn!(
-            "reserved.checkConfigMaps is set, but envlink serve has no ConfigMap cache yet: \
-             keys brought in through envFrom ConfigMaps are not checked"
-        );
-    }
 
     // Listen first: a port in use is the most common startup error, and nothing else
     // (certificate generation, the cluster connection) needs to happen before it is known.
@@ -192,12 +185,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         watch_counters.clone(),
         tls_stats,
     ));
+    let policy_checks_config_maps = policy.config.reserved.check_config_maps;
     let state = AppState::new(catalog.clone(), policy, metrics.clone())
         .with_limits(Limits {
             max_body_bytes: args.max_body_bytes,
             request_timeout: args.request_timeout,
         })
         .with_watch(watch_counters, args.max_staleness);
+    let state = if !policy_checks_config_maps {
+        state
+    } else if state.watch.freshness() == watch::Freshness::Static {
+        tracing::warn!(
+            "reserved.checkConfigMaps needs a cluster: with a static Service catalog, keys \
+             brought in through envFrom ConfigMaps are not checked"
+        );
+        state
+    } else {
+        let index = Arc::new(ConfigMapIndex::new());
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        tokio::spawn(configmaps::run(client, ConfigMapSync::new(index.clone())));
+        tracing::info!("watching ConfigMap keys for the envFrom check; ready after the first list");
+        state.with_config_maps(index)
+    };
     if let Some(max) = args.max_staleness {
         if state.watch.freshness() == watch::Freshness::Static {
             tracing::warn!("--max-staleness has no effect on a static Service catalog");

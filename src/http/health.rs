@@ -22,6 +22,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use crate::catalog::Catalog;
+use crate::catalog::configmaps::ConfigMapIndex;
 use crate::catalog::watch::{Freshness, WatchCounters};
 
 /// What `/readyz` looks at.
@@ -33,6 +34,8 @@ pub struct Readiness {
     pub watch: Arc<WatchCounters>,
     /// `--max-staleness`: unready once the watch has been down for longer (`None`: never).
     pub max_staleness: Option<Duration>,
+    /// With `reserved.checkConfigMaps`: ready only after the first ConfigMap list too.
+    pub config_maps: Option<Arc<ConfigMapIndex>>,
 }
 
 /// `GET /healthz`: always `200 ok`.
@@ -42,8 +45,12 @@ pub async fn healthz() -> (StatusCode, &'static str) {
 
 /// `GET /readyz`: see [`assess`].
 pub async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) {
+    let config_maps_ready = readiness
+        .config_maps
+        .as_ref()
+        .is_none_or(|index| index.is_ready());
     assess(
-        readiness.catalog.is_ready(),
+        readiness.catalog.is_ready() && config_maps_ready,
         readiness.watch.freshness(),
         readiness.max_staleness,
     )

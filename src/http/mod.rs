@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 
 use crate::catalog::Catalog;
+use crate::catalog::configmaps::ConfigMapIndex;
 use crate::catalog::watch::WatchCounters;
 use crate::config::Policy;
 use crate::reserved::{ConfigMapKeys, NoConfigMaps};
@@ -69,6 +70,8 @@ pub struct AppState {
     pub watch: Arc<WatchCounters>,
     /// `--max-staleness`: `/readyz` is 503 once the watch has been down for longer.
     pub max_staleness: Option<Duration>,
+    /// The ConfigMap key index behind `config_maps`, when there is one (for `/readyz`).
+    pub config_map_index: Option<Arc<ConfigMapIndex>>,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             limits: Limits::default(),
             watch: Arc::default(),
             max_staleness: None,
+            config_map_index: None,
         }
     }
 
@@ -102,7 +106,16 @@ impl AppState {
             catalog: self.catalog.clone(),
             watch: self.watch.clone(),
             max_staleness: self.max_staleness,
+            config_maps: self.config_map_index.clone(),
         }
+    }
+
+    /// The same state with a ConfigMap key index for the `envFrom` check; `/readyz` then
+    /// also waits for its first list, so no Pod is checked against unknown ConfigMaps.
+    pub fn with_config_maps(mut self, index: Arc<ConfigMapIndex>) -> Self {
+        self.config_maps = index.clone();
+        self.config_map_index = Some(index);
+        self
     }
 
     /// The same state with other limits.
