@@ -1,9 +1,10 @@
 //! The kubelet's service-link variables, as pure functions (no I/O).
 //!
-//! This mirrors `pkg/kubelet/envvars/envvars.go` (`FromServices`, `makeLinkVariables`) and the
-//! Service selection in `pkg/kubelet/kubelet_pods.go` (`getServiceEnvVarMap`). Every detail
+//! This mirrors `pkg/kubelet/envvars/envvars.go` (`FromServices`, `makeLinkVariables`); the
+//! Service selection of `pkg/kubelet/kubelet_pods.go` (`getServiceEnvVarMap`) is
+//! `admission::selection::kubelet_selection`, on the catalog. Every detail
 //! here is observable in a container's environment, so the code follows the Go code rule by
-//! rule; the property tests in this module check it against an independent formulation.
+//! rule; `tests/kubelet_properties.rs` checks it against an independent formulation.
 
 /// The namespace the kubelet takes the master Service from (`--master-service-namespace`).
 pub const MASTER_SERVICE_NAMESPACE: &str = "default";
@@ -53,6 +54,19 @@ impl ServiceLink {
     pub fn yields_variables(&self) -> bool {
         self.has_cluster_ip() && !self.ports.is_empty()
     }
+}
+
+/// RFC 1123 label: what Service and namespace names are (lower-case alphanumerics and `-`,
+/// alphanumeric at both ends, at most 63 characters).
+pub fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// One environment variable, name and value.
@@ -141,7 +155,7 @@ pub fn service_variables(service: &ServiceLink) -> Vec<EnvVar> {
 }
 
 /// Appends the variables of one Service to `out` (see [`service_variables`]).
-pub fn append_service_variables(service: &ServiceLink, out: &mut Vec<EnvVar>) {
+fn append_service_variables(service: &ServiceLink, out: &mut Vec<EnvVar>) {
     if !service.yields_variables() {
         return;
     }
@@ -183,55 +197,12 @@ pub fn append_service_variables(service: &ServiceLink, out: &mut Vec<EnvVar>) {
     }
 }
 
-/// Which Services the kubelet links for a Pod in `namespace` (`getServiceEnvVarMap`).
-///
-/// Returns them keyed and sorted by Service name (at most one Service per name, as in the
-/// kubelet's map): every Service of `namespace` with a cluster IP when `enable_service_links`,
-/// plus `default/kubernetes` always, unless the namespace's own `kubernetes` Service was taken.
-pub fn kubelet_services<'a>(
-    all: impl IntoIterator<Item = &'a ServiceLink>,
-    namespace: &str,
-    enable_service_links: bool,
-) -> Vec<&'a ServiceLink> {
-    let mut chosen: std::collections::BTreeMap<&str, &'a ServiceLink> = Default::default();
-    for service in all {
-        if !service.has_cluster_ip() {
-            continue;
-        }
-        let is_master =
-            service.namespace == MASTER_SERVICE_NAMESPACE && service.name == MASTER_SERVICE_NAME;
-        if is_master {
-            chosen.entry(service.name.as_str()).or_insert(service);
-        } else if service.namespace == namespace && enable_service_links {
-            chosen.insert(service.name.as_str(), service);
-        }
-    }
-    chosen.into_values().collect()
-}
-
-/// The kubelet's full variable map for a Pod, as a sorted name → value list.
-///
-/// Where two Services produce the same name (possible only with contrived names) the kubelet's
-/// result depends on Go's map order; here the Service whose name sorts first wins.
-pub fn kubelet_environment(
-    all: &[ServiceLink],
-    namespace: &str,
-    enable_service_links: bool,
-) -> std::collections::BTreeMap<String, String> {
-    let mut env = std::collections::BTreeMap::new();
-    for service in kubelet_services(all, namespace, enable_service_links) {
-        for var in service_variables(service) {
-            env.entry(var.name).or_insert(var.value);
-        }
-    }
-    env
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn svc(ns: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> ServiceLink {
+    /// A Service from (port name, port, protocol) triples (shared with other modules' tests).
+    pub(crate) fn svc(ns: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> ServiceLink {
         ServiceLink {
             namespace: ns.into(),
             name: name.into(),
@@ -342,50 +313,20 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_service_rules() {
-        let default_k = svc(
-            "default",
-            "kubernetes",
-            "10.96.0.1",
-            &[("https", 443, "TCP")],
-        );
-        let own_k = svc("team", "kubernetes", "10.96.5.5", &[("https", 6443, "TCP")]);
-        let other = svc("team", "web", "10.96.1.1", &[("", 80, "")]);
-        let all = vec![default_k.clone(), own_k.clone(), other.clone()];
-        let names = |v: Vec<&ServiceLink>| {
-            v.iter()
-                .map(|s| format!("{}/{}", s.namespace, s.name))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            names(kubelet_services(&all, "team", true)),
-            ["team/kubernetes", "team/web"]
-        );
-        assert_eq!(
-            names(kubelet_services(&all, "team", false)),
-            ["default/kubernetes"]
-        );
-        // Input order must not matter (the kubelet iterates a lister in any order).
-        let reversed: Vec<_> = all.iter().rev().cloned().collect();
-        assert_eq!(
-            names(kubelet_services(&reversed, "team", true)),
-            ["team/kubernetes", "team/web"]
-        );
-        assert_eq!(
-            names(kubelet_services(&all, "elsewhere", true)),
-            ["default/kubernetes"]
-        );
-        assert_eq!(
-            names(kubelet_services(&all, "default", false)),
-            ["default/kubernetes"]
-        );
-    }
-
-    #[test]
     fn go_case_mapping_is_rune_by_rune() {
         assert_eq!(env_name("straße-a"), "STRAßE_A");
         assert_eq!(env_name("abc-def-9"), "ABC_DEF_9");
         assert_eq!(go_lower("SCTP"), "sctp");
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "redis-master", "db1", "0abc"] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, LinkedService};
 use crate::config::ServicesConfig;
-use crate::servicelinks::{MASTER_SERVICE_NAME, MASTER_SERVICE_NAMESPACE};
+use crate::servicelinks::{MASTER_SERVICE_NAME, MASTER_SERVICE_NAMESPACE, is_dns_label};
 
 /// A chosen Service and how the `envlink.io/injected` annotation names it.
 #[derive(Debug, Clone)]
@@ -239,32 +239,9 @@ fn parse_reference<'v>(
     Ok((ns, name))
 }
 
-/// RFC 1123 label: what Service and namespace names are (lower-case alphanumerics and `-`,
-/// alphanumeric at both ends, at most 63 characters).
-pub fn is_dns_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dns_labels() {
-        for ok in ["a", "redis-master", "db1", "0abc"] {
-            assert!(is_dns_label(ok), "{ok}");
-        }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
-            assert!(!is_dns_label(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn references() {

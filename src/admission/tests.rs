@@ -7,23 +7,7 @@ use super::*;
 use crate::catalog::Catalog;
 use crate::config::Policy;
 use crate::reserved::NoConfigMaps;
-use crate::servicelinks::{LinkPort, ServiceLink};
-
-fn svc(ns: &str, name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> ServiceLink {
-    ServiceLink {
-        namespace: ns.into(),
-        name: name.into(),
-        cluster_ip: ip.into(),
-        ports: ports
-            .iter()
-            .map(|(n, p, proto)| LinkPort {
-                name: (*n).into(),
-                port: *p,
-                protocol: (*proto).into(),
-            })
-            .collect(),
-    }
-}
+use crate::servicelinks::tests::svc;
 
 fn cluster() -> Catalog {
     Catalog::from_links(vec![

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::Value;
 
 use crate::manifest::{self, ManifestError};
-use crate::servicelinks::{LinkPort, ServiceLink};
+use crate::servicelinks::{LinkPort, ServiceLink, is_dns_label};
 
 /// The catalog that `envlink serve --dev` uses when no file is given: a small, realistic
 /// cluster to try the webhook against.
@@ -169,18 +169,6 @@ fn decode(
         }
     }
     Ok(link)
-}
-
-/// RFC 1123 label, as Kubernetes requires of Service and namespace names.
-fn is_dns_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && bytes[0] != b'-'
-        && bytes[bytes.len() - 1] != b'-'
 }
 
 /// Reads a Service file (`-` for standard input).
