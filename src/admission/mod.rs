@@ -28,6 +28,11 @@ pub const ANNOTATION_INJECT: &str = "envlink.io/inject";
 /// Written by envlink: the Services whose variables it injected.
 pub const ANNOTATION_INJECTED: &str = "envlink.io/injected";
 
+/// Most env entries envlink adds to one Pod, summed over its containers. At roughly 60 bytes
+/// an entry, 20,000 is 1.2 MB: beyond it the Pod would not fit etcd's 1.5 MiB object limit
+/// anyway, and the patch alone would be many megabytes on the API server's write path.
+pub const MAX_INJECTED_ENTRIES: usize = 20_000;
+
 /// The admission operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -226,15 +231,15 @@ pub fn mutate(
         ));
         vars.clear();
     }
-    let injecting = selection.is_some() && !over_limit;
+    let mut injecting = selection.is_some() && !over_limit;
     // Which injected names any rule could reserve: decided once, not per container.
     let maybe_reserved: Vec<bool> = vars
         .iter()
         .map(|(name, _)| policy.rules.may_be_reserved(name))
         .collect();
 
-    // 4. The patch.
-    let mut ops = Vec::new();
+    // 4. Per container, what goes in: not what it defines itself, not what is reserved there.
+    let mut plans: Vec<(ContainerKind, usize, Vec<u32>)> = Vec::new();
     for kind in [ContainerKind::Init, ContainerKind::Regular] {
         for (index, container) in pod.containers(kind).iter().enumerate() {
             let defined: HashSet<&str> = container.env_names().collect();
@@ -249,27 +254,46 @@ pub fn mutate(
                 })
                 .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
                 .collect();
-            let raw_env = object
-                .pointer(&format!("/spec/{}/{index}/env", kind.field()))
-                .and_then(Value::as_array);
-            let stripping = stripped.iter().any(|s| s.0 == kind && s.1 == index);
-            if injected.is_empty() && !stripping {
-                continue;
-            }
-            let kept = raw_env
-                .into_iter()
-                .flatten()
-                .enumerate()
-                .filter(|(i, _)| !stripped.contains(&(kind, index, *i)))
-                .map(|(_, e)| e.clone())
-                .collect();
-            ops.push(PlannedOp::Env {
-                path: pointer(&["spec", kind.field(), &index.to_string(), "env"]),
-                replace: raw_env.is_some(),
-                injected,
-                kept,
-            });
+            plans.push((kind, index, injected));
         }
+    }
+    let entries: usize = plans.iter().map(|(_, _, injected)| injected.len()).sum();
+    if entries > MAX_INJECTED_ENTRIES {
+        warnings.push(format!(
+            "envlink: injecting would add {entries} env entries across {} containers, more \
+             than {MAX_INJECTED_ENTRIES} (a Pod that size cannot be stored); none were \
+             injected. Name the Services it needs in the {ANNOTATION_SERVICES} annotation",
+            plans.len()
+        ));
+        plans
+            .iter_mut()
+            .for_each(|(_, _, injected)| injected.clear());
+        injecting = false;
+    }
+
+    // 5. The patch.
+    let mut ops = Vec::new();
+    for (kind, index, injected) in plans {
+        let raw_env = object
+            .pointer(&format!("/spec/{}/{index}/env", kind.field()))
+            .and_then(Value::as_array);
+        let stripping = stripped.iter().any(|s| s.0 == kind && s.1 == index);
+        if injected.is_empty() && !stripping {
+            continue;
+        }
+        let kept = raw_env
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|(i, _)| !stripped.contains(&(kind, index, *i)))
+            .map(|(_, e)| e.clone())
+            .collect();
+        ops.push(PlannedOp::Env {
+            path: pointer(&["spec", kind.field(), &index.to_string(), "env"]),
+            replace: raw_env.is_some(),
+            injected,
+            kept,
+        });
     }
     let mut injected_annotation = None;
     if injecting && let Some(selection) = &selection {

@@ -641,3 +641,28 @@ fn validate_pods_and_ephemeral_containers() {
         Verdict::Allow
     );
 }
+
+#[test]
+fn too_many_entries_across_containers_injects_nothing() {
+    // Each container in `shop` gets 23 variables (db 8, kubernetes 8, redis-master 7):
+    // just under the cap everything is injected, one container more and nothing is.
+    let per_container = 23;
+    let under = MAX_INJECTED_ENTRIES / per_container;
+    let pod_of = |n: usize| {
+        let containers: Vec<Value> = (0..n).map(|i| json!({"name": format!("c{i}")})).collect();
+        pod("shop", Value::Null, Value::Array(containers))
+    };
+    let (d, patched) = run(&cluster(), &Policy::default(), "shop", &pod_of(under));
+    assert_eq!(env_of(&patched, under - 1).len(), per_container);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+
+    let object = pod_of(under + 1);
+    let (d, patched) = run(&cluster(), &Policy::default(), "shop", &object);
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(patched, object, "nothing injected, links left alone");
+    assert!(
+        d.warnings.iter().any(|w| w.contains("cannot be stored")),
+        "{:?}",
+        d.warnings
+    );
+}
