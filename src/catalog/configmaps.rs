@@ -136,9 +136,10 @@ impl ConfigMapSync {
 pub async fn run(client: kube::Client, mut sync: ConfigMapSync) {
     let resource = ApiResource::erase::<ConfigMap>(&());
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let mut events = watcher::watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .boxed();
+    let config = watcher::Config::default()
+        .any_semantic()
+        .timeout(super::watch::WATCH_TIMEOUT_SECS);
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(item) = events.next().await {
         match item {
             Ok(event) => sync.handle(event),

@@ -78,7 +78,7 @@ pub fn parse_services(
     default_namespace: &str,
 ) -> Result<Vec<ServiceLink>, CatalogFileError> {
     let mut links = Vec::new();
-    for (i, doc) in manifest::parse_documents(text, origin)?
+    for (i, mut doc) in manifest::parse_documents(text, origin)?
         .into_iter()
         .enumerate()
     {
@@ -91,8 +91,9 @@ pub fn parse_services(
         match kind.as_str() {
             "Service" => links.push(decode(doc, origin, document, None, default_namespace)?),
             "List" | "ServiceList" => {
-                let items = match doc.get("items") {
-                    Some(Value::Array(items)) => items.clone(),
+                // Taken, not cloned: a list of 100,000 Services is large.
+                let items = match doc.get_mut("items").map(Value::take) {
+                    Some(Value::Array(items)) => items,
                     None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
                         return Err(CatalogFileError::BadService {

@@ -380,13 +380,26 @@ impl CatalogSync {
     }
 }
 
+/// Server-side lifetime of one watch request. A watch that ends normally is resumed from its
+/// last resourceVersion (no re-list), so a short lifetime costs one request a minute and
+/// bounds how long a stream the API server has given up on can go unnoticed: under a burst
+/// of writes a 1.20 API server force-closes slow watchers, and the stream was seen to stay
+/// open but silent for minutes. The client's read timeout ([`WATCH_READ_TIMEOUT`]) ends such
+/// a stream with an error, and the watcher restarts.
+pub const WATCH_TIMEOUT_SECS: u32 = 60;
+
+/// Client read timeout: longer than [`WATCH_TIMEOUT_SECS`], so a healthy watch never hits it.
+pub const WATCH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Runs the watchers until the process ends, feeding `sync`. The API server going away is
 /// not fatal: each watcher backs off and re-lists, and the catalog keeps serving meanwhile.
 pub async fn run(client: kube::Client, mut sync: CatalogSync) {
     let resource = ApiResource::erase::<Service>(&());
     // `any_semantic`: the first list may come from the API server's watch cache instead of
     // etcd (what client-go informers do), which is far cheaper with many Services.
-    let config = watcher::Config::default().any_semantic();
+    let config = watcher::Config::default()
+        .any_semantic()
+        .timeout(WATCH_TIMEOUT_SECS);
     let streams = sync.scopes().enumerate().map(|(index, scope)| {
         let api: Api<DynamicObject> = match scope {
             ListScope::All => Api::all_with(client.clone(), &resource),

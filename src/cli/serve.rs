@@ -384,7 +384,7 @@ async fn catalog_setup(
 }
 
 async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
@@ -397,6 +397,9 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
              --kubeconfig, or --services-file for a static catalog",
         )?,
     };
+    // Without a read timeout a watch the API server has abandoned can hang for good (see
+    // `watch::WATCH_TIMEOUT_SECS`).
+    config.read_timeout = Some(watch::WATCH_READ_TIMEOUT);
     kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }
 
