@@ -451,11 +451,20 @@ async fn rotate_under_load(layout: Layout) {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Let the load run on the new certificate for a moment.
+        // Let the load run on the new certificate for a moment: until its own new
+        // connections have seen it (counting requests alone is not enough: they may all have
+        // been keep-alive requests on connections made before the rotation).
         let until = tokio::time::Instant::now() + ROTATION_DEADLINE;
-        while load.total.load(Ordering::Relaxed) < before + 20
-            && tokio::time::Instant::now() < until
-        {
+        loop {
+            let seen_new = load.seen.lock().expect("lock").contains(&wanted);
+            if seen_new && load.total.load(Ordering::Relaxed) >= before + 20 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "{layout:?}: the load's new connections never saw generation {}",
+                files.generation
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
