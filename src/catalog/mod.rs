@@ -10,7 +10,7 @@ pub mod file;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::servicelinks::{self, ServiceLink};
@@ -202,8 +202,6 @@ pub struct Catalog {
     /// Serialises writers so that copy-on-write happens outside the map's lock.
     writer: Mutex<()>,
     ready: AtomicBool,
-    /// Unix seconds of the last successful list or event; 0 before the first.
-    last_sync: AtomicU64,
 }
 
 impl Catalog {
@@ -242,7 +240,6 @@ impl Catalog {
         index.services.insert(link.name.as_str().into(), service);
         self.write_map()
             .insert(link.namespace.as_str().into(), Arc::new(index));
-        self.touch();
         Ok(())
     }
 
@@ -264,7 +261,6 @@ impl Catalog {
             map.insert(namespace.into(), Arc::new(index));
         }
         drop(map);
-        self.touch();
     }
 
     /// Replaces everything in `scope` with `links` (a completed re-list): Services deleted
@@ -301,7 +297,6 @@ impl Catalog {
             map.insert(ns, Arc::new(index));
         }
         drop(map);
-        self.touch();
         errors
     }
 
@@ -322,20 +317,6 @@ impl Catalog {
     /// Whether the first full list is done.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
-    }
-
-    /// Unix seconds of the last list or event (0: never).
-    pub fn last_sync(&self) -> u64 {
-        self.last_sync.load(Ordering::Relaxed)
-    }
-
-    /// Records that the catalog is known current now (a list completed or an event arrived).
-    pub fn touch(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        self.last_sync.store(now, Ordering::Relaxed);
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Arc<NamespaceIndex>>> {
