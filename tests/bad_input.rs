@@ -6,7 +6,8 @@
 //! Everything is bounded: every read and write has a deadline, request counts are fixed, and
 //! the server process is killed when a test ends, passing or failing.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -61,28 +62,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("envlink starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("envlink serving"))
-            {
-                addr = v["listen"].as_str().and_then(|a| a.parse().ok());
-                break;
-            }
-            seen.push(line);
-        }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("envlink never logged that it serves:\n{}", seen.join("\n"));
-        };
+        let addr = common::wait_for_serving(&mut child).listen;
         let mut roots = RootCertStore::empty();
         let pem = std::fs::read(&ca).expect("the CA was written");
         roots

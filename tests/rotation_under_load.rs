@@ -8,8 +8,9 @@
 //! Bounded: a fixed number of rotations, each waited for at most `ROTATION_DEADLINE`; the
 //! clients stop when the rotations are done, and every request has a deadline.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -165,28 +166,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("envlink starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut seen = Vec::new();
-        let mut addrs = None;
-        for line in lines.by_ref() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("envlink serving"))
-            {
-                let parse = |key: &str| v[key].as_str().and_then(|a| a.parse().ok());
-                addrs = parse("listen").zip(parse("metrics"));
-                break;
-            }
-            seen.push(line);
-        }
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        let Some((addr, metrics)) = addrs else {
-            let _ = child.kill();
-            panic!("envlink never logged that it serves:\n{}", seen.join("\n"));
-        };
+        let serving = common::wait_for_serving(&mut child);
+        let (addr, metrics) = (serving.listen, serving.metrics);
         Self {
             child,
             addr,

@@ -1,7 +1,8 @@
 //! `envlink serve` as a process: `--dev` answers a real review over HTTPS with the CA it
 //! wrote, SIGTERM ends it with status 0, and startup errors name what is wrong.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -38,29 +39,6 @@ impl Drop for Guard {
             let _ = child.wait();
         }
     }
-}
-
-/// Reads JSON log lines until the "serving" one, which carries the bound address.
-fn wait_for_listen(child: &mut Child) -> (SocketAddr, std::thread::JoinHandle<Vec<String>>) {
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.expect("log line");
-        seen.push(line.clone());
-        if let Ok(v) = serde_json::from_str::<Value>(&line)
-            && v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("envlink serving"))
-        {
-            let addr = v["listen"].as_str().expect("listen field");
-            let addr = addr.parse().expect("socket address");
-            // Keep draining stderr so the child never blocks on a full pipe.
-            let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-            return (addr, rest);
-        }
-    }
-    panic!("envlink never logged that it serves:\n{}", seen.join("\n"));
 }
 
 async fn post_review(addr: SocketAddr, ca_pem: &[u8], path: &str, body: &[u8]) -> String {
@@ -110,7 +88,8 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
     ]);
     let mut guard = Guard(Some(child));
     let child = guard.0.as_mut().expect("child");
-    let (addr, logs) = wait_for_listen(child);
+    let serving = common::wait_for_serving(child);
+    let (addr, logs) = (serving.listen, serving.rest);
     let ca_pem = std::fs::read(&ca).expect("the CA was written");
 
     let review =
