@@ -107,7 +107,7 @@ impl LinkedService {
         self.variables_at().map(|(_, name, value)| (name, value))
     }
 
-    /// The variables with the position of each, for [`LinkedService::variable`].
+    /// The variables with the position of each, for [`LinkedService::variable_span`].
     pub fn variables_at(&self) -> impl Iterator<Item = (usize, &str, &str)> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -118,13 +118,8 @@ impl LinkedService {
         })
     }
 
-    /// The variable at a position from [`LinkedService::variables_at`].
-    pub fn variable(&self, at: usize) -> Option<(&str, &str)> {
-        self.split_at_offset(at)
-            .map(|(name, value, _)| (name, value))
-    }
-
-    /// The variable at `at` whose name and value lengths are known: two slices, no scan.
+    /// The variable at position `at` (from [`LinkedService::variables_at`]) whose name and
+    /// value lengths are known: two slices, no scan.
     /// `None` when the span does not fit (then it was not taken from this Service).
     pub fn variable_span(
         &self,
@@ -460,13 +455,12 @@ mod tests {
         let all: Vec<_> = s.variables_at().collect();
         assert_eq!(all.len(), s.variable_count());
         for (at, name, value) in all {
-            assert_eq!(s.variable(at), Some((name, value)));
             assert_eq!(
                 s.variable_span(at, name.len(), value.len()),
                 Some((name, value))
             );
         }
         assert_eq!(s.variable_span(0, 10_000, 1), None);
-        assert_eq!(s.variable(100_000), None);
+        assert_eq!(s.variable_span(100_000, 1, 1), None);
     }
 }
