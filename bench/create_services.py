@@ -10,7 +10,8 @@ in etcd (serialised), so 100,000 take 10-15 minutes.
 --method etcd --etcd http://127.0.0.1:PORT: creates one Service through the API (so it has
 everything the API server adds: uid, creationTimestamp, managedFields, clusterIPs) and
 writes the others as copies of it (new name, namespace, uid, cluster IP) straight into the
-testbed's etcd, 100 per transaction, through etcd's JSON gateway, at --rate per second. The API server reads them
+testbed's etcd, one put (one revision) each, over --threads keep-alive connections to etcd's
+JSON gateway, at up to --rate per second. The API server reads them
 back like its own objects (its storage decoder accepts JSON) and its watch cache sends
 them to watchers as ADDED events, so envlink receives exactly what a real API server sends;
 only the cluster-IP bitmap does not know these IPs (the repair loop may log about them).
@@ -30,6 +31,7 @@ import http.client
 import ipaddress
 import json
 import multiprocessing
+import queue
 import ssl
 import sys
 import threading
@@ -125,25 +127,54 @@ def via_etcd(args, names):
     template.setdefault("apiVersion", "v1")
     template.setdefault("kind", "Service")
     base = int(ipaddress.IPv4Address("10.96.16.0"))
-    url = args.etcd.rstrip("/") + "/v3/kv/txn"
-    batch, total, started = [], 0, time.monotonic()
+    etcd = urllib.parse.urlparse(args.etcd)
+    # One put per etcd transaction, so every Service gets its own revision (its
+    # resourceVersion), as every write through the API server does. Several objects in one
+    # transaction would share a resourceVersion, and a watch resumed from that version after
+    # the API server force-closed it mid-transaction would never see the rest: that is not
+    # something a real cluster does, and it once looked like a lost-event bug in envlink.
+    puts = queue.Queue(maxsize=1000)
+    failures = []
+    done = [0]
+    lock = threading.Lock()
+    started = time.monotonic()
 
-    def flush():
-        nonlocal batch
-        if not batch:
-            return
-        body = json.dumps({"success": batch}).encode()
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            answer = json.loads(resp.read())
-        if answer.get("succeeded") is False or "error" in answer:
-            raise RuntimeError(f"etcd txn failed: {str(answer)[:300]}")
-        batch = []
+    def putter():
+        conn = http.client.HTTPConnection(etcd.hostname, etcd.port, timeout=60)
+        while True:
+            item = puts.get()
+            if item is None:
+                return
+            key, value = item
+            body = json.dumps({"key": base64.b64encode(key).decode(),
+                               "value": base64.b64encode(value).decode()})
+            try:
+                conn.request("POST", "/v3/kv/put", body=body,
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                answer = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"etcd put: {resp.status} {answer[:300]!r}")
+            except Exception as e:  # noqa: BLE001 - reported once, after the others stop
+                failures.append(e)
+                return
+            with lock:
+                done[0] += 1
+                total = done[0]
+            # pace: --rate Services per second overall
+            ahead = total / args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
 
+    threads = [threading.Thread(target=putter, daemon=True) for _ in range(args.threads)]
+    for t in threads:
+        t.start()
     for i in range(args.first, args.per_namespace):
         for k, ns in enumerate(names):
             if (ns, i) == (tmpl_ns, tmpl_i):
                 continue
+            if failures:
+                break
             obj = copy.deepcopy(template)
             name = f"svc-{i:05d}"
             obj["metadata"].update(name=name, namespace=ns, uid=str(uuid.uuid4()),
@@ -154,21 +185,16 @@ def via_etcd(args, names):
                 obj["spec"]["clusterIPs"] = [ip]
             obj["spec"]["selector"] = {"app": name}
             key = f"/registry/services/specs/{ns}/{name}".encode()
-            value = json.dumps(obj, separators=(",", ":")).encode()
-            batch.append({"requestPut": {"key": base64.b64encode(key).decode(),
-                                         "value": base64.b64encode(value).decode()}})
-            total += 1
-            if len(batch) == 100:
-                flush()
-                # pace: a burst of thousands per second makes the 1.20 API server drop
-                # watchers ("Forcing watcher close due to unresponsiveness")
-                ahead = total / args.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-    flush()
+            puts.put((key, json.dumps(obj, separators=(",", ":")).encode()))
+    for _ in threads:
+        puts.put(None)
+    for t in threads:
+        t.join()
+    if failures:
+        raise RuntimeError(f"writing to etcd failed: {failures[0]}")
     elapsed = time.monotonic() - started
-    print(f"[create] {total + 1} Services in {elapsed:.1f} s (1 through the API, the rest "
-          f"through etcd)", file=sys.stderr, flush=True)
+    print(f"[create] {done[0] + 1} Services in {elapsed:.1f} s (1 through the API, the rest "
+          f"through etcd, one revision each)", file=sys.stderr, flush=True)
 
 
 def main():
@@ -184,8 +210,8 @@ def main():
     p.add_argument("--threads", type=int, default=4, help="connections per process")
     p.add_argument("--method", choices=["api", "etcd"], default="api")
     p.add_argument("--etcd", help="with --method etcd: the testbed's etcd client URL")
-    p.add_argument("--rate", type=float, default=1000.0,
-                   help="with --method etcd: Services per second (default 1000)")
+    p.add_argument("--rate", type=float, default=5000.0,
+                   help="with --method etcd: at most this many Services per second (default 5000)")
     args = p.parse_args()
 
     names = [f"{args.namespace_prefix}-{k:03d}" for k in range(args.namespaces)]

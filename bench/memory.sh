@@ -162,9 +162,10 @@ if [[ -n "$INNER" ]]; then
     create_s=$((SECONDS - t0))
     done_per_ns=$per_ns
     total=$((NS * per_ns + 1))   # + default/kubernetes
-    # The 1.20 API server may drop a watcher that falls behind a burst ("Forcing watcher
-    # close due to unresponsiveness") without ending its stream: then the count stalls.
-    read -r secs have < <(wait_catalog "$EV_PID" "$EV_METRICS" "$total" 900 120)
+    # A burst makes the 1.20 API server force-close watchers that fall behind ("Forcing
+    # watcher close due to unresponsiveness"); envlink resumes from its last resourceVersion
+    # (or re-lists on 410 Gone) and must still end up with every Service.
+    read -r secs have < <(wait_catalog "$EV_PID" "$EV_METRICS" "$total" 600)
     record watch-events "$((NS * per_ns))" "$EV_PID" \
       "{\"create_seconds\": $create_s, \"catalog_services\": $have, \"expected\": $total}"
     start_envlink "list-$n" --kubeconfig "$KUBECONFIG"

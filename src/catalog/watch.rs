@@ -20,7 +20,8 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
-use super::{Catalog, ListScope, file};
+use super::service_fields::ServiceFields;
+use super::{Catalog, ListScope};
 use crate::servicelinks::ServiceLink;
 
 /// The namespace that always holds the `kubernetes` Service.
@@ -181,10 +182,11 @@ pub fn decode_service(object: DynamicObject, scope: &ListScope) -> Result<Servic
         name: name.clone(),
         message,
     };
-    let value = serde_json::to_value(object).map_err(|e| undecodable(e.to_string()))?;
-    let service: Service = serde_path_to_error::deserialize(value)
+    // `data` is the object without its metadata: `spec` and `status`. Only `spec`'s cluster
+    // IP and ports are read; the rest is skipped without being copied.
+    let fields = ServiceFields::decode(&object.data)
         .map_err(|e| undecodable(format!("at `{}`: {}", e.path(), e.inner())))?;
-    Ok(file::link_from_service(&service, &namespace))
+    Ok(fields.spec.unwrap_or_default().into_link(namespace, name))
 }
 
 fn object_namespace(object: &DynamicObject, scope: &ListScope) -> String {
@@ -376,16 +378,24 @@ impl CatalogSync {
     }
 }
 
-/// Server-side lifetime of one watch request. A watch that ends normally is resumed from its
-/// last resourceVersion (no re-list), so a short lifetime costs one request a minute and
-/// bounds how long a stream the API server has given up on can go unnoticed: under a burst
-/// of writes a 1.20 API server force-closes slow watchers, and the stream was seen to stay
-/// open but silent for minutes. The client's read timeout ([`WATCH_READ_TIMEOUT`]) ends such
-/// a stream with an error, and the watcher restarts.
-pub const WATCH_TIMEOUT_SECS: u32 = 60;
+/// Server-side lifetime of one watch request, and so the longest a watch the API server has
+/// abandoned goes unnoticed. A watch that ends normally is resumed from its last
+/// resourceVersion (no re-list; the API server sends a bookmark shortly before the end, so
+/// even a namespace without writes resumes inside the watch cache's window), so this costs
+/// one request per scope every 30 s.
+///
+/// Why it must be short: when a watcher falls behind a burst of writes (envlink starved of
+/// CPU, or frozen), a 1.20 API server force-closes it ("Forcing watcher close due to
+/// unresponsiveness") but leaves the HTTP stream open and silent until this timeout ends the
+/// request — verified with a plain HTTP client, so every client (the kubelet's informers,
+/// with their 5-10 minute watches, included) is blind until then. The e2e test
+/// `watch_survives_a_burst_while_envlink_is_frozen` reproduces it.
+pub const WATCH_TIMEOUT_SECS: u32 = 30;
 
-/// Client read timeout: longer than [`WATCH_TIMEOUT_SECS`], so a healthy watch never hits it.
-pub const WATCH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+/// Client read timeout: longer than [`WATCH_TIMEOUT_SECS`], so a healthy watch never hits
+/// it; it ends a watch whose connection died without a FIN (a vanished peer, a dropped NAT
+/// entry), which no timeout on the server side can.
+pub const WATCH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the watchers until the process ends, feeding `sync`. The API server going away is
 /// not fatal: each watcher backs off and re-lists, and the catalog keeps serving meanwhile.

@@ -397,8 +397,8 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
              --kubeconfig, or --services-file for a static catalog",
         )?,
     };
-    // Without a read timeout a watch the API server has abandoned can hang for good (see
-    // `watch::WATCH_TIMEOUT_SECS`).
+    // Without a read timeout a watch whose connection died silently would hang for good
+    // (see `watch::WATCH_READ_TIMEOUT`).
     config.read_timeout = Some(watch::WATCH_READ_TIMEOUT);
     kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }
