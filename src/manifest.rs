@@ -51,12 +51,18 @@ pub fn read_input(path: &str) -> Result<(String, String), ManifestError> {
     }
 }
 
+/// The text without leading whitespace and byte-order mark when it is JSON (starts with `{`
+/// or `[`); `None` when it is YAML.
+pub fn json_text(text: &str) -> Option<&str> {
+    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    (trimmed.starts_with('{') || trimmed.starts_with('[')).then_some(trimmed)
+}
+
 /// Parses every document of a manifest. JSON when the text starts with `{` or `[` (the JSON
 /// parser's messages are sharper), YAML otherwise; empty YAML documents are dropped.
 pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<serde_json::Value>, ManifestError> {
-    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let value = serde_json::from_str(trimmed).map_err(|error| ManifestError::Json {
+    if let Some(json) = json_text(text) {
+        let value = serde_json::from_str(json).map_err(|error| ManifestError::Json {
             origin: origin.to_string(),
             error,
         })?;

@@ -1,11 +1,13 @@
 //! The static catalog: Services from a manifest file (for `--services-file`, `--dev`,
 //! `envlink mutate --services` and users without a cluster).
 
-use k8s_openapi::api::core::v1::Service;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use super::service_fields::ServiceFields;
 use crate::manifest::{self, ManifestError};
-use crate::servicelinks::{LinkPort, ServiceLink, is_dns_label};
+use crate::servicelinks::{ServiceLink, is_dns_label};
 
 /// The catalog that `envlink serve --dev` uses when no file is given: a small, realistic
 /// cluster to try the webhook against.
@@ -41,135 +43,166 @@ pub enum CatalogFileError {
     },
 }
 
-/// Converts a Service to the fields the kubelet reads. A missing namespace becomes
-/// `default_namespace`.
-pub fn link_from_service(service: &Service, default_namespace: &str) -> ServiceLink {
-    let spec = service.spec.as_ref();
-    ServiceLink {
-        namespace: service
-            .metadata
-            .namespace
-            .clone()
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or_else(|| default_namespace.to_string()),
-        name: service.metadata.name.clone().unwrap_or_default(),
-        cluster_ip: spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_default(),
-        ports: spec
-            .and_then(|s| s.ports.as_ref())
-            .map(|ports| {
-                ports
-                    .iter()
-                    .map(|p| LinkPort {
-                        name: p.name.clone().unwrap_or_default(),
-                        port: p.port,
-                        protocol: p.protocol.clone().unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
-}
-
 /// Reads Services from text: YAML (one or many documents) or JSON, each document a Service,
 /// a `List` or a `ServiceList`. Services without a namespace go to `default_namespace`.
+///
+/// JSON (the format of `kubectl get services -A -o json`, and of large generated catalogs) is
+/// read without building a tree: the list's items stay slices of `text` until each is
+/// decoded into the few fields the kubelet reads, so the peak is the text plus the result.
 pub fn parse_services(
     text: &str,
     origin: &str,
     default_namespace: &str,
 ) -> Result<Vec<ServiceLink>, CatalogFileError> {
-    let mut links = Vec::new();
-    for (i, mut doc) in manifest::parse_documents(text, origin)?
-        .into_iter()
-        .enumerate()
-    {
-        let document = i + 1;
+    let mut loader = Loader {
+        origin,
+        default_namespace,
+        links: Vec::new(),
+    };
+    match manifest::json_text(text) {
+        // A JSON array is not a manifest: the tree path below reports it as the wrong kind.
+        Some(json) if json.starts_with('{') => loader.json_document(json)?,
+        _ => {
+            for (i, doc) in manifest::parse_documents(text, origin)?
+                .into_iter()
+                .enumerate()
+            {
+                loader.value_document(doc, i + 1)?;
+            }
+        }
+    }
+    Ok(loader.links)
+}
+
+/// The top of a JSON manifest: its kind, and a list's items as unparsed slices.
+#[derive(Deserialize)]
+struct JsonDocument<'a> {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+/// Collects the Services of one file.
+struct Loader<'a> {
+    origin: &'a str,
+    default_namespace: &'a str,
+    links: Vec<ServiceLink>,
+}
+
+impl Loader<'_> {
+    fn json_document(&mut self, json: &str) -> Result<(), CatalogFileError> {
+        let invalid = |error| {
+            CatalogFileError::Manifest(ManifestError::Json {
+                origin: self.origin.to_string(),
+                error,
+            })
+        };
+        let mut top = serde_json::Deserializer::from_str(json);
+        let document: JsonDocument = serde_path_to_error::deserialize(&mut top).map_err(|e| {
+            if e.inner().is_data() {
+                self.bad(1, None, format!("at `{}`: {}", e.path(), e.inner()))
+            } else {
+                invalid(e.into_inner())
+            }
+        })?;
+        top.end().map_err(invalid)?;
+        match document.kind.as_deref().unwrap_or("") {
+            "Service" => self.service(&mut serde_json::Deserializer::from_str(json), 1, None),
+            "List" | "ServiceList" => {
+                let items = document.items.unwrap_or_default();
+                self.links.reserve(items.len());
+                for (j, item) in items.into_iter().enumerate() {
+                    self.service(item, 1, Some(j + 1))?;
+                }
+                Ok(())
+            }
+            kind => Err(self.wrong_kind(1, kind.to_string())),
+        }
+    }
+
+    fn value_document(&mut self, mut doc: Value, document: usize) -> Result<(), CatalogFileError> {
         let kind = doc
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
         match kind.as_str() {
-            "Service" => links.push(decode(doc, origin, document, None, default_namespace)?),
+            "Service" => self.service(doc, document, None),
             "List" | "ServiceList" => {
                 // Taken, not cloned: a list of 100,000 Services is large.
                 let items = match doc.get_mut("items").map(Value::take) {
                     Some(Value::Array(items)) => items,
                     None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
-                        return Err(CatalogFileError::BadService {
-                            origin: origin.into(),
-                            document,
-                            item: String::new(),
-                            message: "`items` is not a list".into(),
-                        });
+                        return Err(self.bad(document, None, "`items` is not a list".into()));
                     }
                 };
                 for (j, item) in items.into_iter().enumerate() {
-                    let item_kind = item
-                        .get("kind")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Service");
-                    if item_kind != "Service" {
-                        return Err(CatalogFileError::WrongKind {
-                            origin: origin.into(),
-                            document,
-                            kind: format!("{item_kind} (item {})", j + 1),
-                        });
-                    }
-                    links.push(decode(
-                        item,
-                        origin,
-                        document,
-                        Some(j + 1),
-                        default_namespace,
-                    )?);
+                    self.service(item, document, Some(j + 1))?;
                 }
+                Ok(())
             }
-            _ => {
-                return Err(CatalogFileError::WrongKind {
-                    origin: origin.into(),
-                    document,
-                    kind,
-                });
-            }
+            _ => Err(self.wrong_kind(document, kind)),
         }
     }
-    Ok(links)
-}
 
-fn decode(
-    value: Value,
-    origin: &str,
-    document: usize,
-    item: Option<usize>,
-    default_namespace: &str,
-) -> Result<ServiceLink, CatalogFileError> {
-    let bad = |message: String| CatalogFileError::BadService {
-        origin: origin.into(),
-        document,
-        item: item.map(|i| format!(" item {i}")).unwrap_or_default(),
-        message,
-    };
-    let service: Service = serde_path_to_error::deserialize(value)
-        .map_err(|e| bad(format!("at `{}`: {}", e.path(), e.inner())))?;
-    if service.metadata.name.as_deref().is_none_or(str::is_empty) {
-        return Err(bad("metadata.name is missing".into()));
+    /// Decodes one Service (a whole document, or item `item` of a list) and keeps it.
+    fn service<'de, D: Deserializer<'de>>(
+        &mut self,
+        source: D,
+        document: usize,
+        item: Option<usize>,
+    ) -> Result<(), CatalogFileError> {
+        let fields = ServiceFields::decode(source)
+            .map_err(|e| self.bad(document, item, format!("at `{}`: {}", e.path(), e.inner())))?;
+        match (item, fields.kind.as_deref()) {
+            (Some(j), Some(kind)) if kind != "Service" => {
+                return Err(self.wrong_kind(document, format!("{kind} (item {j})")));
+            }
+            _ => {}
+        }
+        if fields.name().is_empty() {
+            return Err(self.bad(document, item, "metadata.name is missing".into()));
+        }
+        let link = fields.into_link(self.default_namespace);
+        // What the API server enforces: a name envlink could not record in envlink.io/injected
+        // (and would refuse there on a reinvocation) never gets into a static catalog either.
+        for (key, value) in [
+            ("metadata.name", &link.name),
+            ("metadata.namespace", &link.namespace),
+        ] {
+            if !is_dns_label(value) {
+                return Err(self.bad(
+                    document,
+                    item,
+                    format!(
+                        "{key} {value:?} is not a DNS label (lower-case letters, digits and \
+                         '-', at most 63 characters)"
+                    ),
+                ));
+            }
+        }
+        self.links.push(link);
+        Ok(())
     }
-    let link = link_from_service(&service, default_namespace);
-    // What the API server enforces: a name envlink could not record in envlink.io/injected
-    // (and would refuse there on a reinvocation) never gets into a static catalog either.
-    for (key, value) in [
-        ("metadata.name", &link.name),
-        ("metadata.namespace", &link.namespace),
-    ] {
-        if !is_dns_label(value) {
-            return Err(bad(format!(
-                "{key} {value:?} is not a DNS label (lower-case letters, digits and '-', at \
-                 most 63 characters)"
-            )));
+
+    fn bad(&self, document: usize, item: Option<usize>, message: String) -> CatalogFileError {
+        CatalogFileError::BadService {
+            origin: self.origin.into(),
+            document,
+            item: item.map(|i| format!(" item {i}")).unwrap_or_default(),
+            message,
         }
     }
-    Ok(link)
+
+    fn wrong_kind(&self, document: usize, kind: String) -> CatalogFileError {
+        CatalogFileError::WrongKind {
+            origin: self.origin.into(),
+            document,
+            kind,
+        }
+    }
 }
 
 /// Reads a Service file (`-` for standard input).
@@ -258,6 +291,74 @@ items:
             .expect_err("name")
             .to_string();
         assert!(err.contains("metadata.name"), "{err}");
+    }
+
+    #[test]
+    fn json_lists_are_read_item_by_item() {
+        let text = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[
+            {"kind":"Service","metadata":{"name":"web","namespace":"shop","labels":{"a":"b"}},
+             "spec":{"clusterIP":"10.96.0.20","ports":[{"name":"http","port":80,"targetPort":8080}]},
+             "status":{"loadBalancer":{}}},
+            {"metadata":{"name":"db"},"spec":{"clusterIP":"None"}}
+        ]}"#;
+        let links = parse_services(text, "f.json", "team").expect("valid");
+        assert_eq!(links.len(), 2);
+        assert_eq!(
+            (links[0].namespace.as_str(), links[0].ports[0].port),
+            ("shop", 80)
+        );
+        assert_eq!(
+            (links[1].namespace.as_str(), links[1].cluster_ip.as_str()),
+            ("team", "None")
+        );
+        let single = r#" {"kind":"Service","metadata":{"name":"one"}}"#;
+        assert_eq!(
+            parse_services(single, "f", "d").expect("one")[0].name,
+            "one"
+        );
+        let empty = r#"{"kind":"ServiceList","items":null}"#;
+        assert!(parse_services(empty, "f", "d").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn json_errors_say_where() {
+        let cases = [
+            // (text, what the message must contain)
+            (
+                r#"{"kind":"List","items":[{"metadata":{"name":"a"}},"#,
+                "not valid JSON",
+            ),
+            (r#"{"kind":"List","items":[]} trailing"#, "not valid JSON"),
+            (r#"{"kind":"List","items":{}}"#, "at `items`"),
+            (r#"{"kind":7}"#, "at `kind`"),
+            (r#"{"kind":"ConfigMap"}"#, "kind \"ConfigMap\""),
+            (r#"[{"kind":"Service"}]"#, "kind \"\""),
+            (
+                r#"{"kind":"List","items":[{"metadata":{"name":"a"}},{"kind":"Pod"}]}"#,
+                "Pod (item 2)",
+            ),
+            (
+                r#"{"kind":"List","items":[{"metadata":{"name":"a"},"spec":{"ports":[{"port":"80"}]}}]}"#,
+                "document 1 item 1: not a valid Service: at `spec.ports[0].port`",
+            ),
+            (
+                r#"{"kind":"List","items":[{"metadata":{"name":"a"}},{"spec":{}}]}"#,
+                "item 2: not a valid Service: metadata.name is missing",
+            ),
+            (
+                r#"{"kind":"List","items":[["Service"]]}"#,
+                "expected an object",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse_services(text, "f.json", "d")
+                .expect_err(text)
+                .to_string();
+            assert!(
+                err.starts_with("f.json") && err.contains(want),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

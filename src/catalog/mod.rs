@@ -7,6 +7,7 @@
 
 pub mod configmaps;
 pub mod file;
+pub mod service_fields;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
