@@ -287,6 +287,9 @@ pub struct CompiledRules {
     any_name: HashSet<String>,
     any_prefix: Vec<String>,
     any_pattern: Option<RegexSet>,
+    /// Unique per compilation (clones share it): lets the catalog remember, per Service,
+    /// whether any of its variables may be reserved under exactly these rules.
+    id: u64,
 }
 
 /// Where a container sits in the Pod spec.
@@ -458,13 +461,20 @@ impl CompiledRules {
                 message: e.to_string(),
             })?)
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Self {
             rules,
             exempt_namespaces: config.exempt_namespaces.iter().cloned().collect(),
             any_name,
             any_prefix,
             any_pattern,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// Identifies these rules (see [`crate::catalog::LinkedService::may_have_reserved`]).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether any rule reserves this name in some container; `false` settles it cheaply.

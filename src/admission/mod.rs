@@ -6,7 +6,8 @@ pub mod pod;
 pub mod selection;
 pub mod workload;
 
-use hashbrown::HashSet;
+use hashbrown::hash_map::Entry;
+use hashbrown::{HashMap, HashSet};
 use json_patch::jsonptr::PointerBuf;
 use std::sync::Arc;
 
@@ -207,15 +208,33 @@ pub fn mutate(
         }
     }
 
-    // 3. The variables, deduplicated across Services (the first Service in order wins).
+    // 3. The variables, deduplicated across Services (the first Service in order wins),
+    //    each with its index and whether any rule could reserve it (asked once per Pod, and
+    //    skipped for the Services whose variables no rule can reserve: nearly all).
     let mut vars = InjectedVars::new();
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    let mut maybe_reserved: Vec<bool> = Vec::new();
     if let Some(selection) = &selection {
-        let mut seen = HashSet::with_capacity(selection.chosen.len() * 8);
+        let total = selection
+            .chosen
+            .iter()
+            .map(|c| c.service.variable_count())
+            .sum();
+        index_of.reserve(total);
+        maybe_reserved.reserve(total);
+        let rules = &policy.rules;
         for chosen in &selection.chosen {
-            let handle = vars.add_service(Arc::clone(&chosen.service));
-            for (at, name, value) in chosen.service.variables_at() {
-                if seen.insert(name) {
+            let service = &chosen.service;
+            let check = service.may_have_reserved(rules.id(), |name| rules.may_be_reserved(name));
+            let handle = vars.add_service(Arc::clone(service));
+            for (at, name, value) in service.variables_at() {
+                if let Entry::Vacant(slot) = index_of.entry(name) {
+                    let index = vars.len();
                     vars.push(handle, at, name, value);
+                    if vars.len() > index {
+                        slot.insert(index);
+                        maybe_reserved.push(check && rules.may_be_reserved(name));
+                    }
                 }
             }
         }
@@ -230,29 +249,34 @@ pub fn mutate(
             vars.len()
         ));
         vars.clear();
+        index_of.clear();
+        maybe_reserved.clear();
     }
     let mut injecting = selection.is_some() && !over_limit;
-    // Which injected names any rule could reserve: decided once, not per container.
-    let maybe_reserved: Vec<bool> = vars
-        .iter()
-        .map(|(name, _)| policy.rules.may_be_reserved(name))
-        .collect();
 
     // 4. Per container, what goes in: not what it defines itself, not what is reserved there.
+    //    A container defines a few names, so those are looked up among the variables rather
+    //    than every variable among them.
     let mut plans: Vec<(ContainerKind, usize, Vec<u32>)> = Vec::new();
+    let mut defined = vec![false; vars.len()];
     for kind in [ContainerKind::Init, ContainerKind::Regular] {
         for (index, container) in pod.containers(kind).iter().enumerate() {
-            let defined: HashSet<&str> = container.env_names().collect();
+            defined.fill(false);
+            for name in container.env_names() {
+                if let Some(&i) = index_of.get(name) {
+                    defined[i] = true;
+                }
+            }
             let resources = container.resource_names();
-            let injected: Vec<u32> = vars
-                .iter()
-                .zip(&maybe_reserved)
-                .enumerate()
-                .filter(|(_, ((name, _), _))| !defined.contains(name))
-                .filter(|(_, ((name, _), maybe))| {
-                    !**maybe || !policy.rules.is_reserved(&resources, name)
+            let injected: Vec<u32> = (0..vars.len())
+                .filter(|&i| !defined[i])
+                .filter(|&i| {
+                    !maybe_reserved[i]
+                        || vars
+                            .get(i)
+                            .is_none_or(|(name, _)| !policy.rules.is_reserved(&resources, name))
                 })
-                .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+                .filter_map(|i| u32::try_from(i).ok())
                 .collect();
             plans.push((kind, index, injected));
         }

@@ -12,7 +12,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use crate::servicelinks::{self, ServiceLink};
 
@@ -29,7 +29,23 @@ pub struct LinkedService {
     /// what keeps 100,000 Services within the memory target.
     vars: Box<str>,
     count: u32,
+    reserved_hint: ReservedHint,
 }
+
+/// Whether any variable of a Service may be reserved, for one set of rules (by id): nearly
+/// always `false`, and then a review skips the reserved-name check for all its variables.
+/// Computed on first use, since the catalog does not know the policy.
+#[derive(Debug, Clone, Default)]
+struct ReservedHint(OnceLock<(u64, bool)>);
+
+impl PartialEq for ReservedHint {
+    /// A cache: two Services are equal whatever it holds.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ReservedHint {}
 
 /// Why a Service cannot enter the catalog.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,6 +101,7 @@ impl LinkedService {
             has_cluster_ip: link.has_cluster_ip(),
             vars: buf.into_boxed_str(),
             count: u32::try_from(vars.len()).unwrap_or(u32::MAX),
+            reserved_hint: ReservedHint::default(),
         })
     }
 
@@ -134,14 +151,33 @@ impl LinkedService {
         Some((name, value))
     }
 
+    /// Whether any of its variables may be reserved under the rules `rules_id`, whose
+    /// test is `may_be_reserved`. Remembered for the first rules asked about (a process has
+    /// one policy); for others it is computed each time.
+    pub fn may_have_reserved(&self, rules_id: u64, may_be_reserved: impl Fn(&str) -> bool) -> bool {
+        let compute = || self.variables().any(|(name, _)| may_be_reserved(name));
+        match self.reserved_hint.0.get() {
+            Some(&(id, hint)) if id == rules_id => hint,
+            Some(_) => compute(),
+            None => {
+                let hint = compute();
+                // Another thread may have stored the same answer first: either is right.
+                let _ = self.reserved_hint.0.set((rules_id, hint));
+                hint
+            }
+        }
+    }
+
     fn split_at_offset(&self, at: usize) -> Option<(&str, &str, usize)> {
-        let rest = self.vars.get(at..)?;
-        let (name, rest) = rest.split_once(SEP)?;
-        let (value, _) = rest.split_once(SEP)?;
-        if name.is_empty() {
+        // SEP is one ASCII byte, so byte search finds exactly the char boundaries.
+        let rest = self.vars.as_bytes().get(at..)?;
+        let name_len = memchr::memchr(SEP as u8, rest)?;
+        let value_len = memchr::memchr(SEP as u8, rest.get(name_len + 1..)?)?;
+        if name_len == 0 {
             return None;
         }
-        Some((name, value, at + name.len() + value.len() + 2))
+        let (name, value) = self.variable_span(at, name_len, value_len)?;
+        Some((name, value, at + name_len + value_len + 2))
     }
 }
 
@@ -448,6 +484,20 @@ mod tests {
         }
         let (_, errors) = Catalog::from_links(vec![link("a", "ok", "10.0.0.1\"", 80)]);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn reserved_hint_is_per_rules() {
+        let service = LinkedService::new(&link("ns", "pcidevice-x", "10.0.0.1", 80)).expect("ok");
+        let prefix = |name: &str| name.starts_with("PCIDEVICE_");
+        let never = |_: &str| false;
+        assert!(service.may_have_reserved(7, prefix));
+        // Remembered for rules 7; other rules get their own answer, every time.
+        assert!(service.may_have_reserved(7, never));
+        assert!(!service.may_have_reserved(8, never));
+        assert!(service.may_have_reserved(9, prefix));
+        let plain = LinkedService::new(&link("ns", "web", "10.0.0.2", 80)).expect("ok");
+        assert!(!plain.may_have_reserved(7, prefix));
     }
 
     #[test]
