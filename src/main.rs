@@ -22,10 +22,13 @@ fn main() -> ExitCode {
             ExitCode::from(code.code())
         }
         Command::Serve(args) => {
-            if let Err(e) = envlink::telemetry::init(args.log_format) {
-                eprintln!("envlink serve: {e}");
-                return ExitCode::FAILURE;
-            }
+            let log_guard = match envlink::telemetry::init(args.log_format) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("envlink serve: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             // One process-wide TLS provider (ring) for the server and the Kubernetes client;
             // an error only means one is installed already, which is fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -39,7 +42,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve::run(*args)) {
+            let result = runtime.block_on(serve::run(*args));
+            // Every log line out before the final error, so it comes last.
+            drop(runtime);
+            drop(log_guard);
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("envlink serve: {e:#}");

@@ -104,6 +104,9 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
         "b2f0c4a1-9d2e-4c61-8a7e-3c5d1f0e9a11"
     );
 
+    let refused = post_review(addr, &ca_pem, "/validate", b"{not json").await;
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -114,11 +117,43 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
     let status = child.wait().expect("envlink exits");
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
     let logs = logs.join().expect("log reader");
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("\"review answered\"") && l.contains("\"decision\":\"denied\"")),
-        "{logs:#?}"
+    // Every line is one JSON object; the review's line names the object and the decision,
+    // and its span the endpoint and uid.
+    let lines: Vec<Value> = logs
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let answered = lines
+        .iter()
+        .find(|l| l["message"] == "review answered")
+        .unwrap_or_else(|| panic!("no `review answered` line: {logs:#?}"));
+    assert_eq!(answered["decision"], "denied", "{answered}");
+    assert_eq!(answered["kind"], "apps/Deployment", "{answered}");
+    assert_eq!(answered["operation"], "CREATE", "{answered}");
+    assert!(answered["duration_us"].is_u64(), "{answered}");
+    assert_eq!(answered["span"]["endpoint"], "validate", "{answered}");
+    assert_eq!(
+        answered["span"]["uid"], "b2f0c4a1-9d2e-4c61-8a7e-3c5d1f0e9a11",
+        "{answered}"
     );
+    let refused = lines
+        .iter()
+        .find(|l| l["message"] == "review refused at the HTTP level")
+        .unwrap_or_else(|| panic!("no `review refused` line: {logs:#?}"));
+    assert_eq!(refused["status"], 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not valid JSON")),
+        "{refused}"
+    );
+    // serde_json keeps the last of duplicate keys; a line must not have any.
+    for line in &logs {
+        assert!(
+            line.matches("\"message\":").count() <= 1,
+            "duplicate key: {line}"
+        );
+    }
     assert!(logs.iter().any(|l| l.contains("SIGTERM")), "{logs:#?}");
 }
 
