@@ -29,11 +29,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as KubeOperation,
-};
-use kube::core::{DynamicObject, Status, TypeMeta};
-use serde::Serialize;
+use kube::core::admission::{AdmissionResponse, Operation as KubeOperation};
+use kube::core::{GroupVersionKind, Status};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -322,11 +321,7 @@ fn answer(
             ),
         )
     })?;
-    let ParsedReview {
-        request,
-        object,
-        old_object,
-    } = match parse_review(text) {
+    let request = match parse_review(text) {
         Ok(parsed) => parsed,
         Err(Rejection {
             uid: Some(uid),
@@ -362,8 +357,8 @@ fn answer(
         sub_resource: request.sub_resource.as_deref(),
         namespace: request.namespace.as_deref().unwrap_or(""),
         dry_run: request.dry_run,
-        object: object.as_ref(),
-        old_object: old_object.as_ref(),
+        object: request.object.as_ref(),
+        old_object: request.old_object.as_ref(),
     };
     let decision = match endpoint {
         Endpoint::Mutate => admission::mutate(
@@ -382,7 +377,7 @@ fn answer(
         state.metrics.observe_injected(decision.variables);
     }
     let label = decision.label();
-    let response = to_response(&request, decision)?;
+    let response = to_response(&request.uid, decision)?;
     summary.patch_bytes = response.patch.as_ref().map_or(0, |p| p.len() as u64);
     encode(response, label)
 }
@@ -443,13 +438,10 @@ fn encode(mut response: AdmissionResponse, label: &'static str) -> Result<Reply,
 }
 
 /// Decision → AdmissionResponse, with the request's uid and review version.
-fn to_response(
-    request: &AdmissionRequest<DynamicObject>,
-    decision: Decision,
-) -> Result<AdmissionResponse, HttpError> {
+fn to_response(uid: &str, decision: Decision) -> Result<AdmissionResponse, HttpError> {
     let warnings = (!decision.warnings.is_empty()).then_some(decision.warnings);
     let mut response = match decision.verdict {
-        Verdict::Allow if decision.patch.is_empty() => AdmissionResponse::from(request),
+        Verdict::Allow if decision.patch.is_empty() => allowed_response(uid),
         Verdict::Allow => {
             // The plan writes its JSON straight from the catalog's variables (see
             // `admission::patch`); an empty `with_patch` sets the patch type, which kube-core
@@ -458,27 +450,36 @@ fn to_response(
                 .patch
                 .to_json()
                 .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
-            let mut response = AdmissionResponse::from(request)
+            let mut response = allowed_response(uid)
                 .with_patch(json_patch::Patch(Vec::new()))
                 .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
             response.patch = Some(bytes);
             response
         }
         Verdict::Deny(message) => {
-            let mut response = AdmissionResponse::from(request).deny(&message);
+            let mut response = allowed_response(uid).deny(&message);
             response.result = Status::failure(&message, "Forbidden").with_code(403);
             response
         }
         Verdict::Invalid(message) => {
             let mut response = AdmissionResponse::invalid(&message);
-            response.types = request.types.clone();
-            response.uid = request.uid.clone();
+            response.uid = uid.to_string();
             response.result.code = 400;
             response
         }
     };
     response.warnings = warnings;
     Ok(response)
+}
+
+/// What kube-core's `AdmissionResponse::from(&AdmissionRequest)` makes, for a request envlink
+/// decoded itself: allowed, the uid echoed, an empty result, no patch, no warnings.
+fn allowed_response(uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_string();
+    response.allowed = true;
+    response.result = Status::default();
+    response
 }
 
 fn operation(op: &KubeOperation) -> Operation {
@@ -499,41 +500,56 @@ fn operation_name(op: &KubeOperation) -> &'static str {
     }
 }
 
-fn is_v1_review(types: &TypeMeta) -> bool {
-    types.api_version == REVIEW_API_VERSION && types.kind == REVIEW_KIND
-}
-
-/// The review's request. The typed decode is the fast path; only a body that fails it is
-/// parsed again, generically, to say what is wrong and to find a uid to echo.
-/// A review with its objects kept as plain JSON.
-struct ParsedReview {
-    /// kube-core's request, without `object` and `oldObject`.
-    request: AdmissionRequest<DynamicObject>,
+/// What envlink reads of an `admission.k8s.io/v1` AdmissionReview's `request`, decoded
+/// straight from the body in one pass. `object` and `oldObject` stay JSON (the decision reads
+/// plain JSON); `resource` and `userInfo` are required, as kube-core's `AdmissionRequest`
+/// requires them, but skipped unread.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingRequest {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(rename = "resource")]
+    _resource: IgnoredAny,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: KubeOperation,
+    #[serde(rename = "userInfo")]
+    _user_info: IgnoredAny,
+    #[serde(default)]
     object: Option<Value>,
+    #[serde(default)]
     old_object: Option<Value>,
+    #[serde(default)]
+    dry_run: bool,
 }
 
-/// One JSON parse of the body; `object` and `oldObject` are taken out before the typed
-/// decode. The decision reads plain JSON anyway, and decoding them as `DynamicObject` (a
-/// flattened map, buffered by serde) and re-encoding them was a large share of a review.
-fn parse_review(text: &str) -> Result<ParsedReview, Rejection> {
-    let Ok(mut value) = serde_json::from_str::<Value>(text) else {
-        return Err(diagnose(text));
-    };
-    let (object, old_object) = match value.get_mut("request").and_then(Value::as_object_mut) {
-        Some(request) => (request.remove("object"), request.remove("oldObject")),
-        None => (None, None),
-    };
-    if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(value)
-        && is_v1_review(&review.types)
+/// The review around it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingReview {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<IncomingRequest>,
+}
+
+/// A usable review: a v1 AdmissionReview with a request (`null` objects are `None`).
+fn parse_review(text: &str) -> Result<IncomingRequest, Rejection> {
+    if let Ok(review) = serde_json::from_str::<IncomingReview>(text)
+        && review.api_version == REVIEW_API_VERSION
+        && review.kind == REVIEW_KIND
         && let Some(mut request) = review.request
     {
-        request.types = review.types;
-        return Ok(ParsedReview {
-            request,
-            object: object.filter(|o| !o.is_null()),
-            old_object: old_object.filter(|o| !o.is_null()),
-        });
+        request.object = request.object.filter(|o| !o.is_null());
+        request.old_object = request.old_object.filter(|o| !o.is_null());
+        return Ok(request);
     }
     Err(diagnose(text))
 }
@@ -574,7 +590,7 @@ fn diagnose(text: &str) -> Rejection {
     if object.get("request").is_none_or(Value::is_null) {
         return rejection("envlink: the AdmissionReview has no `request`".into());
     }
-    match serde_path_to_error::deserialize::<_, AdmissionReview<DynamicObject>>(&value) {
+    match serde_path_to_error::deserialize::<_, IncomingReview>(&value) {
         Err(e) => rejection(format!(
             "envlink: the AdmissionReview does not decode: at `{}`: {}",
             clip(&e.path().to_string()),
