@@ -21,7 +21,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use super::service_fields::ServiceFields;
-use super::{Catalog, ListScope};
+use super::{Catalog, LinkedService, ListScope};
 use crate::servicelinks::ServiceLink;
 
 /// The namespace that always holds the `kubernetes` Service.
@@ -201,7 +201,7 @@ fn object_namespace(object: &DynamicObject, scope: &ListScope) -> String {
 struct ScopeState {
     scope: ListScope,
     /// `Some` between `Init` and `InitDone`.
-    buffer: Option<Vec<ServiceLink>>,
+    buffer: Option<Vec<(Box<str>, Arc<LinkedService>)>>,
     /// Whether a full list has completed at least once.
     synced: bool,
     /// Listed, and no failure or new list since: this scope's part of the catalog is current.
@@ -305,8 +305,15 @@ impl CatalogSync {
             }
             Event::InitApply(object) => {
                 self.counters.events.fetch_add(1, Ordering::Relaxed);
-                match decode_service(object, &state.scope) {
-                    Ok(link) => state.buffer.get_or_insert_with(Vec::new).push(link),
+                // Precomputed now, so the list is held once, in its final form.
+                let linked = decode_service(object, &state.scope)
+                    .map_err(|e| e.to_string())
+                    .and_then(|link| {
+                        let service = LinkedService::new(&link).map_err(|e| e.to_string())?;
+                        Ok((link.namespace.into_boxed_str(), Arc::new(service)))
+                    });
+                match linked {
+                    Ok(entry) => state.buffer.get_or_insert_with(Vec::new).push(entry),
                     Err(reason) => {
                         self.counters.skipped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%reason, "Service skipped");
@@ -314,17 +321,14 @@ impl CatalogSync {
                 }
             }
             Event::InitDone => {
-                let Some(links) = state.buffer.take() else {
+                let Some(services) = state.buffer.take() else {
                     // kube-runtime always sends Init first; replacing with nothing here would
                     // empty the scope, so a stray InitDone changes nothing.
                     tracing::warn!(scope = ?state.scope, "InitDone without Init; ignored");
                     return;
                 };
-                let listed = links.len();
-                for error in self.catalog.replace(state.scope.clone(), links) {
-                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "Service skipped");
-                }
+                let listed = services.len();
+                self.catalog.replace_linked(state.scope.clone(), services);
                 state.synced = true;
                 tracing::info!(scope = ?state.scope, services = listed, "Service list complete");
                 self.set_connected(index, true);
@@ -524,20 +528,30 @@ mod tests {
             "spec": {"ports": [{"port": "eighty"}]}
         }))
         .expect("dynamic object");
+        // Decodes, but cannot be precomputed: a quote in a port name (API validation never
+        // lets one through; a static file or a broken server might).
+        let unsafe_text: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "quoted", "namespace": "a"},
+            "spec": {"clusterIP": "10.0.0.9", "ports": [{"name": "a\"b", "port": 80}]}
+        }))
+        .expect("dynamic object");
         s.handle(0, Event::Init);
         s.handle(0, Event::InitApply(bad.clone()));
+        s.handle(0, Event::InitApply(unsafe_text));
         s.handle(0, Event::InitApply(service("a", "fine", "10.0.0.1", 80)));
         s.handle(0, Event::InitDone);
         assert!(catalog.is_ready());
         assert!(catalog.service("a", "broken").is_none());
+        assert!(catalog.service("a", "quoted").is_none());
         assert!(catalog.service("a", "fine").is_some());
-        assert_eq!(counters.skipped(), 1);
+        assert_eq!(counters.skipped(), 2);
         // An update that makes a known Service undecodable removes the stale entry.
         s.handle(0, Event::Apply(service("a", "broken", "10.0.0.5", 80)));
         assert!(catalog.service("a", "broken").is_some());
         s.handle(0, Event::Apply(bad));
         assert!(catalog.service("a", "broken").is_none());
-        assert_eq!(counters.skipped(), 2);
+        assert_eq!(counters.skipped(), 3);
     }
 
     #[test]
