@@ -299,34 +299,23 @@ impl Catalog {
     /// while the watch was down disappear here.
     pub fn replace(&self, scope: ListScope, links: Vec<ServiceLink>) -> Vec<IngestError> {
         let mut errors = Vec::new();
-        let mut services = Vec::with_capacity(links.len());
-        for link in links {
-            match LinkedService::new(&link) {
-                Ok(service) => services.push((link.namespace.into_boxed_str(), Arc::new(service))),
-                Err(e) => errors.push(e),
-            }
-        }
-        self.replace_linked(scope, services);
-        errors
-    }
-
-    /// [`Catalog::replace`] with the Services already in their precomputed form: a watcher
-    /// builds them while its list arrives, so the list is never held twice (as fields and
-    /// as variables) when the catalog is swapped in.
-    pub fn replace_linked(&self, scope: ListScope, services: Vec<(Box<str>, Arc<LinkedService>)>) {
         let mut fresh: HashMap<Box<str>, NamespaceIndex> = HashMap::new();
-        for (namespace, service) in services {
+        for link in links {
             if let ListScope::Namespace(ns) = &scope
-                && *namespace != **ns
+                && &link.namespace != ns
             {
                 continue;
             }
-            let name: Box<str> = service.name().into();
-            fresh
-                .entry(namespace)
-                .or_default()
-                .services
-                .insert(name, service);
+            match LinkedService::new(&link) {
+                Ok(service) => {
+                    fresh
+                        .entry(link.namespace.as_str().into())
+                        .or_default()
+                        .services
+                        .insert(link.name.as_str().into(), Arc::new(service));
+                }
+                Err(e) => errors.push(e),
+            }
         }
         let _writer = self.lock_writer();
         let mut map = self.write_map();
@@ -340,6 +329,7 @@ impl Catalog {
             map.insert(ns, Arc::new(index));
         }
         drop(map);
+        errors
     }
 
     /// Services and namespaces held.

@@ -21,7 +21,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use super::service_fields::ServiceFields;
-use super::{Catalog, LinkedService, ListScope};
+use super::{Catalog, ListScope};
 use crate::servicelinks::ServiceLink;
 
 /// The namespace that always holds the `kubernetes` Service.
@@ -201,7 +201,7 @@ fn object_namespace(object: &DynamicObject, scope: &ListScope) -> String {
 struct ScopeState {
     scope: ListScope,
     /// `Some` between `Init` and `InitDone`.
-    buffer: Option<Vec<(Box<str>, Arc<LinkedService>)>>,
+    buffer: Option<Vec<ServiceLink>>,
     /// Whether a full list has completed at least once.
     synced: bool,
     /// Listed, and no failure or new list since: this scope's part of the catalog is current.
@@ -305,15 +305,8 @@ impl CatalogSync {
             }
             Event::InitApply(object) => {
                 self.counters.events.fetch_add(1, Ordering::Relaxed);
-                // Precomputed now, so the list is held once, in its final form.
-                let linked = decode_service(object, &state.scope)
-                    .map_err(|e| e.to_string())
-                    .and_then(|link| {
-                        let service = LinkedService::new(&link).map_err(|e| e.to_string())?;
-                        Ok((link.namespace.into_boxed_str(), Arc::new(service)))
-                    });
-                match linked {
-                    Ok(entry) => state.buffer.get_or_insert_with(Vec::new).push(entry),
+                match decode_service(object, &state.scope) {
+                    Ok(link) => state.buffer.get_or_insert_with(Vec::new).push(link),
                     Err(reason) => {
                         self.counters.skipped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%reason, "Service skipped");
@@ -321,14 +314,17 @@ impl CatalogSync {
                 }
             }
             Event::InitDone => {
-                let Some(services) = state.buffer.take() else {
+                let Some(links) = state.buffer.take() else {
                     // kube-runtime always sends Init first; replacing with nothing here would
                     // empty the scope, so a stray InitDone changes nothing.
                     tracing::warn!(scope = ?state.scope, "InitDone without Init; ignored");
                     return;
                 };
-                let listed = services.len();
-                self.catalog.replace_linked(state.scope.clone(), services);
+                let listed = links.len();
+                for error in self.catalog.replace(state.scope.clone(), links) {
+                    self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "Service skipped");
+                }
                 state.synced = true;
                 tracing::info!(scope = ?state.scope, services = listed, "Service list complete");
                 self.set_connected(index, true);
