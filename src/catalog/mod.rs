@@ -11,8 +11,8 @@ pub mod service_fields;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::servicelinks::{self, ServiceLink};
 
@@ -35,8 +35,17 @@ pub struct LinkedService {
 /// Whether any variable of a Service may be reserved, for one set of rules (by id): nearly
 /// always `false`, and then a review skips the reserved-name check for all its variables.
 /// Computed on first use, since the catalog does not know the policy.
-#[derive(Debug, Clone, Default)]
-struct ReservedHint(OnceLock<(u64, bool)>);
+///
+/// One word per Service (100,000 Services: 0.8 MB): 0 until computed, then
+/// `rules_id << 1 | answer` for the first rules asked about.
+#[derive(Debug, Default)]
+struct ReservedHint(AtomicU64);
+
+impl Clone for ReservedHint {
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
 
 impl PartialEq for ReservedHint {
     /// A cache: two Services are equal whatever it holds.
@@ -156,15 +165,21 @@ impl LinkedService {
     /// one policy); for others it is computed each time.
     pub fn may_have_reserved(&self, rules_id: u64, may_be_reserved: impl Fn(&str) -> bool) -> bool {
         let compute = || self.variables().any(|(name, _)| may_be_reserved(name));
-        match self.reserved_hint.0.get() {
-            Some(&(id, hint)) if id == rules_id => hint,
-            Some(_) => compute(),
-            None => {
+        match self.reserved_hint.0.load(Ordering::Relaxed) {
+            0 => {
                 let hint = compute();
-                // Another thread may have stored the same answer first: either is right.
-                let _ = self.reserved_hint.0.set((rules_id, hint));
+                // Only the first rules are remembered; a racing thread stores the same word.
+                let word = (rules_id << 1) | u64::from(hint);
+                let _ = self.reserved_hint.0.compare_exchange(
+                    0,
+                    word,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 hint
             }
+            word if word >> 1 == rules_id => word & 1 == 1,
+            _ => compute(),
         }
     }
 
