@@ -328,10 +328,7 @@ fn answer(
             message,
         }) => {
             span.record("uid", uid.as_str());
-            let mut response = AdmissionResponse::invalid(&message);
-            response.uid = uid;
-            response.result.code = 400;
-            return encode(response, "invalid");
+            return encode(invalid_response(&uid, &message), "invalid");
         }
         Err(Rejection { uid: None, message }) => {
             return Err(HttpError::new(StatusCode::BAD_REQUEST, message));
@@ -461,15 +458,18 @@ fn to_response(uid: &str, decision: Decision) -> Result<AdmissionResponse, HttpE
             response.result = Status::failure(&message, "Forbidden").with_code(403);
             response
         }
-        Verdict::Invalid(message) => {
-            let mut response = AdmissionResponse::invalid(&message);
-            response.uid = uid.to_string();
-            response.result.code = 400;
-            response
-        }
+        Verdict::Invalid(message) => invalid_response(uid, &message),
     };
     response.warnings = warnings;
     Ok(response)
+}
+
+/// A judged-invalid answer: `allowed: false`, the uid echoed, status code 400.
+fn invalid_response(uid: &str, message: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid(message);
+    response.uid = uid.to_string();
+    response.result.code = 400;
+    response
 }
 
 /// What kube-core's `AdmissionResponse::from(&AdmissionRequest)` makes, for a request envlink
