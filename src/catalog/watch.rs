@@ -18,7 +18,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
 
 use super::service_fields::ServiceFields;
 use super::{Catalog, ListScope};
@@ -397,6 +398,40 @@ pub const WATCH_TIMEOUT_SECS: u32 = 30;
 /// entry), which no timeout on the server side can.
 pub const WATCH_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// `410 Gone` (or `Expired`): the watch's resourceVersion has left the API server's window
+/// (typically after an outage with writes meanwhile); the watcher re-lists on its next poll.
+fn is_desync(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// kube-runtime's default backoff (0.8 s doubling to 30 s, reset after 120 s of health),
+/// except right after a desync: that error means the API server answered, so the re-list
+/// it needs starts at once (as client-go's reflector does) instead of waiting out a backoff
+/// grown during the outage, and the backoff starts over.
+struct RelistAtOnce {
+    inner: DefaultBackoff,
+    /// Set by the stream when the error about to be backed off is a desync.
+    desync: Arc<AtomicBool>,
+}
+
+impl Iterator for RelistAtOnce {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.desync.swap(false, Ordering::Relaxed) {
+            self.inner.reset();
+            return Some(Duration::ZERO);
+        }
+        self.inner.next()
+    }
+}
+
+impl Backoff for RelistAtOnce {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
 /// Runs the watchers until the process ends, feeding `sync`. The API server going away is
 /// not fatal: each watcher backs off and re-lists, and the catalog keeps serving meanwhile.
 pub async fn run(client: kube::Client, mut sync: CatalogSync) {
@@ -411,8 +446,18 @@ pub async fn run(client: kube::Client, mut sync: CatalogSync) {
             ListScope::All => Api::all_with(client.clone(), &resource),
             ListScope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
         };
+        let desync = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&desync);
         watcher::watcher(api, config.clone())
-            .default_backoff()
+            .inspect(move |item| {
+                if item.as_ref().is_err_and(is_desync) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            })
+            .backoff(RelistAtOnce {
+                inner: DefaultBackoff::default(),
+                desync,
+            })
             .map(move |item| (index, item))
             .boxed()
     });
@@ -513,6 +558,31 @@ mod tests {
         assert!(catalog.service("a", "gone").is_none());
         assert!(catalog.service("a", "kept").is_some());
         assert!(catalog.is_ready());
+    }
+
+    #[test]
+    fn a_desync_relists_at_once_and_restarts_the_backoff() {
+        let desync = Arc::new(AtomicBool::new(false));
+        let mut backoff = RelistAtOnce {
+            inner: DefaultBackoff::default(),
+            desync: Arc::clone(&desync),
+        };
+        let grown: Vec<Duration> = (0..6).filter_map(|_| backoff.next()).collect();
+        assert!(grown.iter().all(|d| !d.is_zero()), "{grown:?}");
+        desync.store(true, Ordering::Relaxed);
+        assert_eq!(backoff.next(), Some(Duration::ZERO));
+        // The flag is consumed, and the next failure starts from the smallest delay again.
+        let next = backoff.next().expect("a delay");
+        assert!(
+            !next.is_zero() && next < grown[5],
+            "{next:?} after {grown:?}"
+        );
+        let gone = watcher::Error::WatchError(Box::new(kube::core::Status {
+            code: 410,
+            ..Default::default()
+        }));
+        assert!(is_desync(&gone));
+        assert!(!is_desync(&watcher::Error::NoResourceVersion));
     }
 
     #[test]
