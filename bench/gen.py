@@ -89,6 +89,8 @@ def cmd_review(args):
     }
     if args.services:
         pod["metadata"]["annotations"] = {"envlink.io/services": args.services}
+    # The same shape as tests/support/review.rs (`PodReview`), which the Rust tests, benches and
+    # fuzz targets build their reviews with: keep the two in step.
     review = {
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # bench/load.sh — HTTPS load test of `envlink serve` against a fixed-body nginx baseline.
 #
-# Usage: bench/load.sh [-d SECONDS] [-c CONNECTIONS] [-s s1,s2] [--no-h2] [--perf] [-o FILE]
+# Usage: bench/load.sh [-d SECONDS] [-s s1,s2] [-P h1,h2] [--phases LIST] [--rounds N]
+#                      [--compare BIN] [--nice N] [--perf] [-o FILE]
 #
 #   -d SECONDS      length of each measured phase (default 15; warm-up 2 s extra per target)
 #   -c N            HTTP/1.1 keep-alive connections (default 16)
+#   --h2 CxS        HTTP/2 connections x streams per connection (default 4x8)
 #   -s LIST         scenarios to run (default s1,s2)
-#   --no-h2         skip the HTTP/2 full-load phase
-#   --nice N        nice level of servers and load generator (default -10 as root, else 0)
+#   -P LIST         protocols: h1 (HTTP/1.1), h2 (HTTP/2); default h1,h2
+#   --no-h2         same as -P h1
+#   --phases LIST   phases run over every protocol (default full,r1000,r5000)
+#   --rounds N      run every phase N times, alternating the order of the targets (default 1);
+#                   the ratios use the median of the rounds
+#   --compare BIN   also measure this envlink binary (target "base") in every phase, next to
+#                   the one under test: an A/B run on the same machine load
+#   --nice N        nice level of servers and load generator (default 0: see BENCHMARKS.md,
+#                   "Which method tells the truth")
 #   --perf          also `perf record -g` envlink during each full-load phase; the reports
 #                   (perf report --no-children, top entries) go next to the results
 #   -o FILE         results file (default bench/results/load-<UTC time>.json)
@@ -20,42 +29,56 @@
 #   s2  the same Pod in the default mode (all Services), namespace of 50 Services
 #
 # For every scenario, envlink (release build, TLS, --services-file) and nginx (same
-# certificate, answering envlink's exact response bytes from a static file) are each driven by
-# oha over HTTPS on 127.0.0.1 with keep-alive, phase by phase and back to back, so a noisy
-# machine hits both alike and the ratio stays meaningful:
-#   full    HTTP/1.1, C connections, as fast as possible  -> throughput
-#   r1000   HTTP/1.1, fixed 1,000 reviews/s (latency-corrected) -> p50/p99/p99.9
-#   r5000   HTTP/1.1, fixed 5,000 reviews/s (latency-corrected) -> p50/p99/p99.9
-#   h2      HTTP/2, 4 connections x 8 streams, as fast as possible
-# The server's CPU time per request (utime+stime from /proc) is recorded as well.
-# Everything started here is stopped on exit; nothing listens beyond 127.0.0.1.
+# certificate, HTTP/1.1 and HTTP/2 on the same port by ALPN, answering envlink's exact
+# response bytes from a static file) are each driven by oha over HTTPS on 127.0.0.1 with
+# keep-alive, phase by phase and back to back, so a noisy machine hits both alike:
+#   full    as fast as possible               -> throughput
+#   r1000   fixed 1,000 reviews/s (latency-corrected) -> p50/p99/p99.9
+#   r5000   fixed 5,000 reviews/s (latency-corrected)
+# each over HTTP/1.1 (C connections) and HTTP/2 (4 connections x 8 streams, like the API
+# server's few multiplexed connections).
+# CPU per answer: utime+stime of every thread of the server (envlink: its one process; nginx:
+# master and workers), from /proc, over the measured phase, divided by the answers. Beside it
+# the load generator's own CPU per request and what the rest of the machine used meanwhile,
+# so a run on a busy machine shows it. Everything started here is stopped on exit; nothing
+# listens beyond 127.0.0.1.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=15
 CONNS=16
+H2_CONNS=4
+H2_STREAMS=8
 SCENARIOS=s1,s2
-H2=1
+PROTOCOLS=h1,h2
+PHASE_LIST=full,r1000,r5000
+ROUNDS=1
+COMPARE=""
 PERF=0
 OUT=""
 
-# Servers and load generator run at this nice level (root only; default -10), so that
-# unrelated jobs on a shared machine (compilers at nice 0) disturb the measurement less; the
-# same for envlink and nginx. --nice 0 measures under whatever else runs.
+# Servers and load generator run at this nice level. The default is 0: a negative level
+# (root) only shifts CPU away from other jobs when the machine is oversubscribed, and then the
+# phase measures a different machine for each target; BENCHMARKS.md says why and what it
+# changed.
 NICE=0
-[[ $EUID -eq 0 ]] && NICE=-10
 
 while (($#)); do
   case "$1" in
     -d) DURATION=$2; shift 2 ;;
     --nice) NICE=$2; shift 2 ;;
     -c) CONNS=$2; shift 2 ;;
+    --h2) H2_CONNS=${2%x*}; H2_STREAMS=${2#*x}; shift 2 ;;
     -s) SCENARIOS=$2; shift 2 ;;
-    --no-h2) H2=0; shift ;;
+    -P) PROTOCOLS=$2; shift 2 ;;
+    --no-h2) PROTOCOLS=h1; shift ;;
+    --phases) PHASE_LIST=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --compare) COMPARE=$2; shift 2 ;;
     --perf) PERF=1; shift ;;
     -o) OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -106,6 +129,11 @@ if [[ -z "${ENVLINK_BIN:-}" ]]; then
 fi
 cp "$ENVLINK_BIN" "$WORK/envlink"
 ENVLINK=$WORK/envlink
+TARGETS=(envlink nginx)
+if [[ -n "$COMPARE" ]]; then
+  cp "$COMPARE" "$WORK/envlink-base" || die "--compare: cannot copy $COMPARE"
+  TARGETS=(envlink base nginx)
+fi
 if [[ -n "${ENVLINK_REV:-}" ]]; then
   GIT_REV=$ENVLINK_REV   # what the given ENVLINK_BIN was built from
   GIT_DIRTY=0
@@ -128,21 +156,24 @@ python3 "$ROOT/bench/gen.py" review --namespace ns \
 python3 "$ROOT/bench/gen.py" review --namespace ns --out "$WORK/s2-review.json"
 
 # --- envlink --------------------------------------------------------------------------------
-start_envlink() { # scenario -> sets ENVLINK_PORT, ENVLINK_PID
-  local sc=$1 mport
-  ENVLINK_PORT=$(free_port)
+declare -A PORT PID
+start_envlink() { # scenario target binary -> sets PORT[target], PID[target]
+  local sc=$1 target=$2 bin=$3 port mport pid
+  port=$(free_port)
   mport=$(free_port)
-  nice -n "$NICE" "$ENVLINK" serve --listen "127.0.0.1:$ENVLINK_PORT" --metrics-listen "127.0.0.1:$mport" \
+  nice -n "$NICE" "$bin" serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
     --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
-    --services-file "$WORK/$sc-services.json" </dev/null >"$WORK/envlink-$sc.log" 2>&1 &
-  ENVLINK_PID=$!
-  PIDS+=("$ENVLINK_PID")
+    --services-file "$WORK/$sc-services.json" </dev/null >"$WORK/$target-$sc.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  PORT[$target]=$port
+  PID[$target]=$pid
   for _ in $(seq 100); do
-    curl -fsS --cacert "$WORK/ca.crt" "https://127.0.0.1:$ENVLINK_PORT/readyz" >/dev/null 2>&1 && return 0
-    kill -0 "$ENVLINK_PID" 2>/dev/null || { tail -20 "$WORK/envlink-$sc.log" >&2; die "envlink exited"; }
+    curl -fsS --cacert "$WORK/ca.crt" "https://127.0.0.1:$port/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$WORK/$target-$sc.log" >&2; die "$target exited"; }
     sleep 0.1
   done
-  die "envlink not ready after 10 s"
+  die "$target not ready after 10 s"
 }
 
 stop_pid() {
@@ -178,6 +209,8 @@ http {
   types { }
   default_type application/json;
   server {
+    # HTTP/2 by ALPN on the same port (nginx 1.22 syntax), with nginx's default HTTP/2
+    # settings (128 concurrent streams, 8 KiB DATA chunks).
     listen 127.0.0.1:$NGINX_PORT ssl http2;
     ssl_certificate $WORK/tls.crt;
     ssl_certificate_key $WORK/tls.key;
@@ -200,7 +233,8 @@ EOF
   done
 }
 
-# CPU time (clock ticks) of a process and its children threads/processes.
+# CPU time (clock ticks, utime + stime) of whole processes: /proc/PID/stat of a process
+# counts all its threads, live and exited.
 cpu_ticks() {
   local total=0 pid f
   for pid in "$@"; do
@@ -211,59 +245,97 @@ cpu_ticks() {
   done
   echo "$total"
 }
+# CPU ticks of each live thread of a process, by thread name ("name ticks" lines).
+thread_ticks() {
+  local t name f
+  for t in /proc/"$1"/task/*; do
+    name=$(cat "$t/comm" 2>/dev/null) || continue
+    f=$(sed 's/^.*) //' "$t/stat" 2>/dev/null) || continue
+    set -- $f
+    printf '%s %s\n' "${name// /_}" $((${12} + ${13}))
+  done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}'
+}
+# Busy ticks of the whole machine (everything but idle and iowait), from /proc/stat.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); }
 CLK_TCK=$(getconf CLK_TCK)
+us() { echo $(($1 * 1000000 / CLK_TCK)); }
 
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
-# run_phase SCENARIO TARGET PHASE URL -- records one JSON line
-run_phase() {
-  local sc=$1 target=$2 phase=$3 url=$4 body=$WORK/$1-review.json
-  local -a args=(--no-tui --output-format json -m POST -H 'Content-Type: application/json'
-                 -D "$body" --cacert "$WORK/ca.crt" -w)
-  local rate=null proto=http1.1
+# oha's arguments for a protocol and phase ("rate" is set to the fixed rate or null).
+oha_args() {
+  local proto=$1 phase=$2 body=$3
+  ARGS=(--no-tui --output-format json -m POST -H 'Content-Type: application/json'
+        -D "$body" --cacert "$WORK/ca.crt" -w)
+  if [[ $proto == h2 ]]; then ARGS+=(--http2 -c "$H2_CONNS" -p "$H2_STREAMS"); else ARGS+=(-c "$CONNS"); fi
+  RATE=null
   case "$phase" in
-    full)  args+=(-c "$CONNS") ;;
-    r1000) args+=(-c "$CONNS" -q 1000 --latency-correction); rate=1000 ;;
-    r5000) args+=(-c "$CONNS" -q 5000 --latency-correction); rate=5000 ;;
-    h2)    args+=(--http2 -c 4 -p 8); proto=h2 ;;
+    full) ;;
+    r[0-9]*) RATE=${phase#r}; ARGS+=(-q "$RATE" --latency-correction) ;;
+    *) die "unknown phase: $phase" ;;
   esac
+}
+
+# run_phase SCENARIO TARGET PROTOCOL PHASE ROUND URL -- records one JSON line
+run_phase() {
+  local sc=$1 target=$2 proto=$3 phase=$4 round=$5 url=$6
+  local tag=$sc-$target-$proto-$phase-$round
+  oha_args "$proto" "$phase" "$WORK/$sc-review.json"
   local -a pids
-  if [[ $target == envlink ]]; then pids=("$ENVLINK_PID"); else read -r -a pids <<<"$(nginx_pids)"; fi
+  if [[ $target == nginx ]]; then read -r -a pids <<<"$(nginx_pids)"; else pids=("${PID[$target]}"); fi
   # warm-up (connections, TLS sessions, allocator), not recorded
-  nice -n "$NICE" "$OHA" "${args[@]}" -z 2s "$url" >/dev/null 2>&1 || true
-  local load0 t0 t1 perf_pid=""
+  nice -n "$NICE" "$OHA" "${ARGS[@]}" -z 2s "$url" >/dev/null 2>&1 || true
+  local load0 t0 t1 m0 m1 th0="" th1="" perf_pid="" oha_times
   load0=$(cut -d' ' -f1 /proc/loadavg)
-  if ((PERF)) && [[ $target == envlink && ( $phase == full || $phase == h2 ) ]]; then
-    perf record -F 999 -g -o "$WORK/perf-$sc-$phase.data" -p "$ENVLINK_PID" \
-      >/dev/null 2>&1 &
+  if ((PERF)) && [[ $target == envlink && $phase == full && $round == 1 ]]; then
+    perf record -F 999 -g -o "$WORK/perf-$sc-$proto.data" -p "${PID[envlink]}" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.3
   fi
+  [[ $target == nginx ]] || th0=$(thread_ticks "${pids[0]}")
+  m0=$(machine_ticks)
   t0=$(cpu_ticks "${pids[@]}")
-  nice -n "$NICE" "$OHA" "${args[@]}" -z "${DURATION}s" "$url" >"$WORK/oha-$sc-$target-$phase.json" \
-    2>"$WORK/oha-$sc-$target-$phase.err" || die "oha failed: $(cat "$WORK/oha-$sc-$target-$phase.err")"
+  # `times` in the subshell: the CPU time of its children, i.e. oha's own.
+  oha_times=$( { nice -n "$NICE" "$OHA" "${ARGS[@]}" -z "${DURATION}s" "$url" \
+      >"$WORK/oha-$tag.json" 2>"$WORK/oha-$tag.err" || echo "failed"; times; } | tail -1)
   t1=$(cpu_ticks "${pids[@]}")
+  m1=$(machine_ticks)
+  [[ $target == nginx ]] || th1=$(thread_ticks "${pids[0]}")
+  [[ $oha_times != failed* ]] || die "oha failed: $(cat "$WORK/oha-$tag.err")"
   jq -e '(.statusCodeDistribution["200"] // 0) > 0 and .summary.successRate >= 0.999' \
-    "$WORK/oha-$sc-$target-$phase.json" >/dev/null ||
-    die "$sc $target $phase: failed requests: $(jq -c '{statusCodeDistribution, errorDistribution}' "$WORK/oha-$sc-$target-$phase.json")"
+    "$WORK/oha-$tag.json" >/dev/null ||
+    die "$tag: failed requests: $(jq -c '{statusCodeDistribution, errorDistribution}' "$WORK/oha-$tag.json")"
   if [[ -n "$perf_pid" ]]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
-    perf report -i "$WORK/perf-$sc-$phase.data" --no-children --stdio --percent-limit 0.7 \
-      --sort symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]|^#' | head -60 \
-      >"$WORK/perf-$sc-$phase.txt" || true
+    perf report -i "$WORK/perf-$sc-$proto.data" --no-children --stdio --percent-limit 0.5 \
+      --sort dso,symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]|^#' | head -80 \
+      >"$WORK/perf-$sc-$proto.txt" || true
+  fi
+  # oha's user and system seconds ("0m1.234s 0m0.567s") -> microseconds
+  local oha_us
+  oha_us=$(awk '{n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }
+                 printf "%d", n * 1000000}' <<<"$oha_times")
+  # envlink's CPU by thread name over the phase (threads that ended meanwhile: "exited")
+  local threads='{}'
+  if [[ -n "$th1" ]]; then
+    threads=$(join -a 2 -e 0 -o 0,1.2,2.2 <(sort <<<"$th0") <(sort <<<"$th1") |
+      awk -v hz="$CLK_TCK" '{printf "%s %d\n", $1, ($3 - $2) * 1000000 / hz}' |
+      jq -R -s 'split("\n") | map(select(length > 0) | split(" ") | {(.[0]): (.[1] | tonumber)}) | add // {}')
   fi
   jq -c --arg sc "$sc" --arg target "$target" --arg phase "$phase" --arg proto "$proto" \
-     --argjson rate "$rate" --argjson cpu "$(((t1 - t0) * 1000000 / CLK_TCK))" \
-     --argjson load "$load0" --argjson conns "$CONNS" '
+     --argjson round "$round" --argjson rate "$RATE" --argjson cpu "$(us $((t1 - t0)))" \
+     --argjson machine "$(us $((m1 - m0)))" --argjson oha "$oha_us" --argjson threads "$threads" \
+     --argjson load "$load0" --arg conns "$(if [[ $proto == h2 ]]; then echo "${H2_CONNS}x$H2_STREAMS"; else echo "$CONNS"; fi)" '
     def ms: if . == null then null else (. * 1000000 | round) / 1000 end;
-    {scenario: $sc, target: $target, phase: $phase, protocol: $proto,
-     requested_rate: $rate,
-     connections: (if $proto == "h2" then "4x8" else ($conns | tostring) end),
+    ([.statusCodeDistribution[]] | add // 0) as $n |
+    def per: if $n > 0 then (. / $n | round) else null end;
+    {scenario: $sc, target: $target, protocol: $proto, phase: $phase, round: $round,
+     requested_rate: $rate, connections: $conns,
      duration_s: .summary.total,
-     requests: ([.statusCodeDistribution[]] | add // 0),
+     requests: $n,
      status_codes: .statusCodeDistribution,
      errors: .errorDistribution,
      success_rate: .summary.successRate,
@@ -274,40 +346,61 @@ run_phase() {
      max_ms: (.summary.slowest | ms),
      response_bytes: .summary.sizePerRequest,
      server_cpu_s: ($cpu / 1000000),
-     server_cpu_us_per_request: (if ([.statusCodeDistribution[]] | add // 0) > 0
-        then ($cpu / ([.statusCodeDistribution[]] | add) | round) else null end),
-     loadavg_1m_at_start: $load}' "$WORK/oha-$sc-$target-$phase.json" >>"$RESULTS"
-  jq -r 'select(.phase != null) | "  \(.scenario) \(.target) \(.phase): \(.rps) req/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, p99.9 \(.p999_ms) ms, \(.server_cpu_us_per_request) µs CPU/req"' \
+     server_cpu_us_per_request: ($cpu | per),
+     server_cpu_us_per_request_by_thread: ($threads | map_values(per)),
+     loadgen_cpu_us_per_request: ($oha | per),
+     other_cpu_s: ((($machine - $cpu - $oha) / 1000) | round / 1000),
+     loadavg_1m_at_start: $load}' "$WORK/oha-$tag.json" >>"$RESULTS"
+  jq -r '"  \(.scenario) \(.protocol) \(.phase) #\(.round) \(.target): \(.rps) req/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.server_cpu_us_per_request) µs CPU/req (oha \(.loadgen_cpu_us_per_request) µs; others \(.other_cpu_s) s; load \(.loadavg_1m_at_start))"' \
     <<<"$(tail -1 "$RESULTS")" >&2
 }
 
+# The URL of a target for a scenario.
+url_of() {
+  if [[ $2 == nginx ]]; then echo "https://127.0.0.1:$NGINX_PORT/$1"; else echo "https://127.0.0.1:${PORT[$2]}/mutate"; fi
+}
+
 start_nginx
-PHASES=(full r1000 r5000)
-((H2)) && PHASES+=(h2)
+IFS=, read -r -a PROTO_LIST <<<"$PROTOCOLS"
+IFS=, read -r -a PHASES <<<"$PHASE_LIST"
 declare -A RESPONSE_BYTES
 IFS=, read -r -a SC_LIST <<<"$SCENARIOS"
 for sc in "${SC_LIST[@]}"; do
   log "scenario $sc: starting envlink"
-  start_envlink "$sc"
+  start_envlink "$sc" envlink "$ENVLINK"
+  [[ -z "$COMPARE" ]] || start_envlink "$sc" base "$WORK/envlink-base"
   # envlink's real answer; nginx serves exactly these bytes
   curl -fsS --cacert "$WORK/ca.crt" -H 'Content-Type: application/json' \
-    --data-binary "@$WORK/$sc-review.json" "https://127.0.0.1:$ENVLINK_PORT/mutate" \
+    --data-binary "@$WORK/$sc-review.json" "$(url_of "$sc" envlink)" \
     -o "$WORK/www/$sc" || die "envlink did not answer the $sc review"
   jq -e '.response.allowed == true and (.response.patch | length > 0)' "$WORK/www/$sc" >/dev/null \
     || die "envlink's $sc answer is not an allowed patch: $(head -c 300 "$WORK/www/$sc")"
   RESPONSE_BYTES[$sc]=$(stat -c %s "$WORK/www/$sc")
-  curl -fsS --cacert "$WORK/ca.crt" -H 'Content-Type: application/json' \
-    --data-binary "@$WORK/$sc-review.json" "https://127.0.0.1:$NGINX_PORT/$sc" -o "$WORK/nginx-$sc.out" \
-    || die "nginx does not answer POST /$sc"
-  cmp -s "$WORK/www/$sc" "$WORK/nginx-$sc.out" || die "nginx's answer differs from envlink's"
-  log "scenario $sc: request $(stat -c %s "$WORK/$sc-review.json") B, response ${RESPONSE_BYTES[$sc]} B"
-  for phase in "${PHASES[@]}"; do
-    run_phase "$sc" envlink "$phase" "https://127.0.0.1:$ENVLINK_PORT/mutate"
-    run_phase "$sc" nginx "$phase" "https://127.0.0.1:$NGINX_PORT/$sc"
+  for target in nginx ${COMPARE:+base}; do
+    curl -fsS --cacert "$WORK/ca.crt" -H 'Content-Type: application/json' \
+      --data-binary "@$WORK/$sc-review.json" "$(url_of "$sc" "$target")" -o "$WORK/$target-$sc.out" \
+      || die "$target does not answer the $sc review"
+    cmp -s "$WORK/www/$sc" "$WORK/$target-$sc.out" || die "$target's answer differs from envlink's"
   done
-  RSS_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$ENVLINK_PID/status")
+  log "scenario $sc: request $(stat -c %s "$WORK/$sc-review.json") B, response ${RESPONSE_BYTES[$sc]} B"
+  n=0
+  for round in $(seq "$ROUNDS"); do
+    for proto in "${PROTO_LIST[@]}"; do
+      for phase in "${PHASES[@]}"; do
+        # Alternate the order of the targets, so neither always runs first after a change
+        # of phase (or always second in a drifting machine load).
+        order=("${TARGETS[@]}")
+        if ((n++ % 2)); then order=($(printf '%s\n' "${TARGETS[@]}" | tac)); fi
+        for target in "${order[@]}"; do
+          run_phase "$sc" "$target" "$proto" "$phase" "$round" "$(url_of "$sc" "$target")"
+        done
+      done
+    done
+  done
+  RSS_KB=$(awk '/^VmHWM/ {print $2}' "/proc/${PID[envlink]}/status")
   log "scenario $sc: envlink VmHWM ${RSS_KB} kB"
-  stop_pid "$ENVLINK_PID"
+  stop_pid "${PID[envlink]}"
+  [[ -z "$COMPARE" ]] || stop_pid "${PID[base]}"
 done
 
 # --- results --------------------------------------------------------------------------------
@@ -318,19 +411,30 @@ MACHINE=$(jq -n --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- 
   --arg kernel "$(uname -r)" --arg nginx "$(nginx -v 2>&1 | sed 's/.*\///')" \
   --arg oha "$("$OHA" --version | awk '{print $2}')" \
   '{cpu: $cpu, nproc: $nproc, mem_kb: $mem, kernel: $kernel, nginx: $nginx, oha: $oha}')
+# Ratios per scenario, protocol and phase, from the median of the rounds of each target.
 jq -s --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" --argjson machine "$MACHINE" --argjson nice "$NICE" \
-  --argjson duration "$DURATION" --arg date "$(date -u +%FT%TZ)" '
+  --argjson duration "$DURATION" --argjson rounds "$ROUNDS" --arg compare "$COMPARE" \
+  --arg date "$(date -u +%FT%TZ)" '
+  def median: map(select(. != null)) | sort | if length == 0 then null
+    elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+  def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else ($a / $b * 100 | round) / 100 end;
+  def med($rows; $t; f): [$rows[] | select(.target == $t) | f] | median;
   {date: $date, git_rev: $rev, src_uncommitted_changes: $dirty, machine: $machine,
-   phase_seconds: $duration, nice: $nice, phases: .,
-   ratios: ([group_by(.scenario + "/" + .phase)[] |
-     (map(select(.target == "envlink"))[0]) as $e | (map(select(.target == "nginx"))[0]) as $n |
-     select($e != null and $n != null) |
-     {scenario: $e.scenario, phase: $e.phase,
-      envlink_rps: $e.rps, nginx_rps: $n.rps,
-      throughput_ratio: (if $n.rps > 0 then ($e.rps / $n.rps * 1000 | round) / 1000 else null end),
-      envlink_p99_ms: $e.p99_ms, nginx_p99_ms: $n.p99_ms,
-      envlink_cpu_us_per_request: $e.server_cpu_us_per_request,
-      nginx_cpu_us_per_request: $n.server_cpu_us_per_request}])}' "$RESULTS" >"$OUT"
+   phase_seconds: $duration, rounds: $rounds, nice: $nice,
+   compare_binary: (if $compare == "" then null else $compare end), phases: .,
+   ratios: ([group_by([.scenario, .protocol, .phase])[] | . as $rows |
+     {scenario: .[0].scenario, protocol: .[0].protocol, phase: .[0].phase,
+      rps: {envlink: med($rows; "envlink"; .rps), base: med($rows; "base"; .rps), nginx: med($rows; "nginx"; .rps)},
+      p99_ms: {envlink: med($rows; "envlink"; .p99_ms), base: med($rows; "base"; .p99_ms), nginx: med($rows; "nginx"; .p99_ms)},
+      cpu_us_per_request: {envlink: med($rows; "envlink"; .server_cpu_us_per_request),
+        base: med($rows; "base"; .server_cpu_us_per_request), nginx: med($rows; "nginx"; .server_cpu_us_per_request)},
+      loadavg: ([$rows[].loadavg_1m_at_start] | [min, max])} |
+     . + {throughput_ratio: ratio(.rps.envlink; .rps.nginx),
+          cpu_ratio: ratio(.cpu_us_per_request.envlink; .cpu_us_per_request.nginx),
+          p99_minus_nginx_ms: (if .p99_ms.envlink == null or .p99_ms.nginx == null then null
+            else ((.p99_ms.envlink - .p99_ms.nginx) * 1000 | round) / 1000 end),
+          cpu_vs_base: ratio(.cpu_us_per_request.envlink; .cpu_us_per_request.base)}])}' \
+  "$RESULTS" >"$OUT"
 for f in "$WORK"/perf-*.txt; do
   [[ -f "$f" ]] || continue
   cp "$f" "${OUT%.json}-$(basename "$f")"
@@ -338,16 +442,23 @@ done
 
 # --- summary --------------------------------------------------------------------------------
 {
-  printf '\nenvlink %s (uncommitted src changes: %s), %s s per phase, %s HTTP/1.1 connections, nice %s\n' \
-    "$GIT_REV" "$GIT_DIRTY" "$DURATION" "$CONNS" "$NICE"
-  printf '%-3s %-6s %-8s %9s %8s %8s %8s %8s %10s %8s\n' \
-    sc phase target req/s p50_ms p99_ms p99.9_ms max_ms cpu_us/req resp_B
-  jq -r '.phases[] | [.scenario, .phase, .target, .rps, .p50_ms, .p99_ms, .p999_ms, .max_ms,
-     .server_cpu_us_per_request, .response_bytes] | @tsv' "$OUT" |
-    while IFS=$'\t' read -r a b c d e f g h i j; do
-      printf '%-3s %-6s %-8s %9s %8s %8s %8s %8s %10s %8s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j"
+  printf '\nenvlink %s (uncommitted src changes: %s), %s s per phase x %s rounds, HTTP/1.1 %s connections, HTTP/2 %sx%s, nice %s\n' \
+    "$GIT_REV" "$GIT_DIRTY" "$DURATION" "$ROUNDS" "$CONNS" "$H2_CONNS" "$H2_STREAMS" "$NICE"
+  printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s\n' \
+    sc pr phase target rnd req/s p50_ms p99_ms p99.9_ms cpu_us oha_us other_s load
+  jq -r '.phases[] | [.scenario, .protocol, .phase, .target, .round, .rps, .p50_ms, .p99_ms, .p999_ms,
+     .server_cpu_us_per_request, .loadgen_cpu_us_per_request, .other_cpu_s, .loadavg_1m_at_start] | @tsv' "$OUT" |
+    while IFS=$'\t' read -r a b c d e f g h i j k l m; do
+      printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l" "$m"
     done
-  printf '\nenvlink / nginx throughput (same TLS, same response bytes):\n'
-  jq -r '.ratios[] | "  \(.scenario) \(.phase): \(.throughput_ratio)  (\(.envlink_rps) vs \(.nginx_rps) req/s; CPU/req \(.envlink_cpu_us_per_request) vs \(.nginx_cpu_us_per_request) µs)"' "$OUT"
+  printf '\nenvlink beside nginx (medians of the rounds; same TLS, same response bytes):\n'
+  printf '%-3s %-3s %-6s %16s %16s %9s %18s %10s\n' sc pr phase "cpu_us env/ngx" "ratio (base)" thruput "p99 env/ngx ms" load
+  jq -r '.ratios[] | [.scenario, .protocol, .phase,
+      "\(.cpu_us_per_request.envlink)/\(.cpu_us_per_request.nginx)",
+      "\(.cpu_ratio)" + (if .cpu_us_per_request.base then " (\(.cpu_us_per_request.base))" else "" end),
+      .throughput_ratio, "\(.p99_ms.envlink)/\(.p99_ms.nginx)", "\(.loadavg[0])-\(.loadavg[1])"] | @tsv' "$OUT" |
+    while IFS=$'\t' read -r a b c d e f g h; do
+      printf '%-3s %-3s %-6s %16s %16s %9s %18s %10s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+    done
   printf '\nresults: %s\n' "$OUT"
 } >&2

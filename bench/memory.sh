@@ -181,7 +181,7 @@ fi
 
 # --- outside: setup, static cases, then the netns part -------------------------------------
 command -v jq >/dev/null || die "jq not found"
-OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
+OHA=${OHA:-$(command -v oha || { [[ -x "$HOME/.cache/oha-install/bin/oha" ]] && echo "$HOME/.cache/oha-install/bin/oha"; } || echo "$HOME/.cargo/bin/oha")}
 [[ -x "$OHA" ]] || { log "oha not found: no reviews are sent before measuring"; OHA=""; }
 export OHA
 WORK=$(mktemp -d /tmp/envlink-memory.XXXXXX)

@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http;
-use envlink::http::metrics::Endpoint;
-use envlink::http::router::handle_review;
-use envlink::http::{AppState, Metrics};
+use envlink::http::router::{Endpoint, handle_review};
+use envlink::http::wire::OutgoingResponse;
+use envlink::http::{AppState, Metrics, ScrapeSources};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -31,6 +31,11 @@ use envlink::reserved::NoConfigMaps;
 use envlink::servicelinks::{LinkPort, ServiceLink};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+
+#[path = "../tests/support/review.rs"]
+mod review;
+use review::PodReview;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 fn service(ns: &str, i: usize) -> ServiceLink {
@@ -53,7 +58,9 @@ fn service(ns: &str, i: usize) -> ServiceLink {
     }
 }
 
-fn catalog(ns: &str, n: usize) -> Catalog {
+/// A ready catalog of `n` Services in `ns` plus `default/kubernetes`, judged with `policy`'s
+/// rules as the server's is (so a decision with that policy skips the per-name check).
+fn catalog(ns: &str, n: usize, policy: &Policy) -> Catalog {
     let mut links: Vec<ServiceLink> = (0..n).map(|i| service(ns, i)).collect();
     links.push(ServiceLink {
         namespace: "default".into(),
@@ -65,7 +72,7 @@ fn catalog(ns: &str, n: usize) -> Catalog {
             protocol: "TCP".into(),
         }],
     });
-    Catalog::from_links(links).0
+    Catalog::with_rules(&policy.rules).with_links(links).0
 }
 
 /// The typical Pod of S1/S2: three containers with a few env vars each.
@@ -93,26 +100,34 @@ pub fn typical_pod(ns: &str, annotation: Option<&str>) -> Value {
     pod
 }
 
-fn request<'a>(ns: &'a str, pod: &'a Value) -> Request<'a> {
+/// The object as the JSON text a review carries.
+fn raw(object: &Value) -> Box<RawValue> {
+    match serde_json::value::to_raw_value(object) {
+        Ok(raw) => raw,
+        Err(e) => panic!("bench object does not serialise: {e}"),
+    }
+}
+
+fn request<'a>(ns: &'a str, pod: &'a RawValue) -> Request<'a> {
     Request {
         operation: Operation::Create,
         group: "",
         kind: "Pod",
         sub_resource: None,
         namespace: ns,
-        dry_run: false,
         object: Some(pod),
         old_object: None,
     }
 }
 
 fn bench_variables(c: &mut Criterion) {
+    let policy = Policy::default();
     let mut group = c.benchmark_group("namespace_variables");
     for n in [100usize, 1_000, 5_000] {
-        let cat = catalog("ns", n);
+        let cat = catalog("ns", n, &policy);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let sel = selection::kubelet_selection(&cat, black_box("ns"), true);
+                let sel = selection::kubelet_selection(&cat.snapshot(), black_box("ns"), true);
                 sel.chosen
                     .iter()
                     .map(|c| c.service.variables().count())
@@ -126,28 +141,29 @@ fn bench_variables(c: &mut Criterion) {
 fn bench_decisions(c: &mut Criterion) {
     let policy = Policy::default();
     let mut group = c.benchmark_group("admission_decision");
-    let s1_catalog = catalog("ns", 1_000);
-    let s1_pod = typical_pod(
+    // Each iteration takes its snapshot, as the server does per review.
+    let s1_catalog = catalog("ns", 1_000, &policy);
+    let s1_pod = raw(&typical_pod(
         "ns",
         Some("svc-00001, svc-00100, svc-00200, svc-00500, svc-00999"),
-    );
+    ));
     group.bench_function("S1_annotated_5_of_1000", |b| {
         b.iter(|| {
             admission::mutate(
                 &request("ns", black_box(&s1_pod)),
-                &s1_catalog,
+                &s1_catalog.snapshot(),
                 &policy,
                 &NoConfigMaps,
             )
         })
     });
-    let s2_catalog = catalog("ns", 50);
-    let s2_pod = typical_pod("ns", None);
+    let s2_catalog = catalog("ns", 50, &policy);
+    let s2_pod = raw(&typical_pod("ns", None));
     group.bench_function("S2_default_50", |b| {
         b.iter(|| {
             admission::mutate(
                 &request("ns", black_box(&s2_pod)),
-                &s2_catalog,
+                &s2_catalog.snapshot(),
                 &policy,
                 &NoConfigMaps,
             )
@@ -157,27 +173,13 @@ fn bench_decisions(c: &mut Criterion) {
 }
 
 fn review_bytes(pod: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "ns", "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod, "oldObject": null, "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
-    }))
-    .unwrap_or_default()
+    PodReview::create(pod).namespace("ns").to_bytes()
 }
 
 fn bench_review_codec(c: &mut Criterion) {
     let policy = Policy::default();
     let mut group = c.benchmark_group("review_codec");
-    let s2_catalog = catalog("ns", 50);
+    let s2_catalog = catalog("ns", 50, &policy);
     let body = review_bytes(&typical_pod("ns", None));
     group.bench_function("parse_review", |b| {
         b.iter(|| serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(&body)).ok())
@@ -190,23 +192,55 @@ fn bench_review_codec(c: &mut Criterion) {
         Ok(r) => r,
         Err(e) => panic!("bench review has no request: {e}"),
     };
-    let object = serde_json::to_value(&req.object).unwrap_or_default();
-    let decision = admission::mutate(&request("ns", &object), &s2_catalog, &policy, &NoConfigMaps);
+    let object = raw(&serde_json::to_value(&req.object).unwrap_or_default());
+    let decision = admission::mutate(
+        &request("ns", &object),
+        &s2_catalog.snapshot(),
+        &policy,
+        &NoConfigMaps,
+    );
     // What the server writes for the patch: JSON straight from the catalog's variables.
     group.bench_function("write_S2_patch_json", |b| {
         b.iter(|| decision.patch.to_json().map(|v| v.len()))
     });
-    // The same patch through json_patch values and serde (the slow path of `envlink mutate`).
+    // The same patch read back into json_patch values and written by serde (the slow path
+    // of `envlink mutate`).
     group.bench_function("S2_patch_via_json_patch_values", |b| {
-        b.iter(|| serde_json::to_vec(&decision.patch.to_patch()).map(|v| v.len()))
+        b.iter(|| {
+            decision
+                .patch
+                .to_patch()
+                .and_then(|p| serde_json::to_vec(&p))
+                .map(|v| v.len())
+        })
     });
-    let _ = AdmissionResponse::from(&req);
+    // The whole answer for the S2 patch: kube-core's path (`with_patch` on a `json_patch`
+    // value, the patch written as an array of numbers) against envlink's (the plan's JSON,
+    // base64, serde-derived response).
+    let kube_core_answer = || {
+        let patch = decision.patch.to_patch().expect("the S2 patch encodes");
+        let response = AdmissionResponse::from(&req).with_patch(patch);
+        response.map(|r| serde_json::to_vec(&r.into_review()).map(|v| v.len()))
+    };
+    let envlink_answer = || {
+        let patch = decision.patch.to_json().unwrap_or_default();
+        OutgoingResponse::patched(&req.uid, &patch)
+            .to_review_json()
+            .map(|v| v.len())
+    };
+    eprintln!(
+        "S2 answer bytes: kube-core {:?}, envlink {:?}",
+        kube_core_answer().ok().and_then(Result::ok),
+        envlink_answer().ok()
+    );
+    group.bench_function("S2_answer_kube_core", |b| b.iter(kube_core_answer));
+    group.bench_function("S2_answer_envlink", |b| b.iter(envlink_answer));
     group.finish();
 }
 
 /// The real server path, body bytes in, response bytes out: the axum Router of
 /// `src/http/router.rs` called in-process (tower `oneshot`, no TLS, no socket). Unlike
-/// `review_codec/serialize_S2_response` (kube-core's default encoding, the patch as an array
+/// `review_codec/S2_answer_kube_core` (kube-core's default encoding, the patch as an array
 /// of numbers), this includes what the server really does: the typed decode, the object
 /// re-encoded for the decision, the base64 patch, the metrics and the (disabled) tracing span.
 fn bench_server_path(c: &mut Criterion) {
@@ -227,13 +261,10 @@ fn bench_server_path(c: &mut Criterion) {
         ("S2", 50, None),
     ];
     for (name, size, annotation) in cases {
-        let catalog = Arc::new(catalog("ns", size));
-        let metrics = Arc::new(Metrics::new(
-            catalog.clone(),
-            Arc::default(),
-            Arc::default(),
-        ));
-        let state = AppState::new(catalog, Arc::new(Policy::default()), metrics);
+        let policy = Policy::default();
+        let catalog = Arc::new(catalog("ns", size, &policy));
+        let metrics = Arc::new(Metrics::new(ScrapeSources::catalog(catalog.clone())));
+        let state = AppState::new(catalog, Arc::new(policy), metrics);
         let app = envlink::http::router(state.clone());
         let body = Bytes::from(review_bytes(&typical_pod("ns", annotation)));
         let call = |body: Bytes| {
@@ -280,11 +311,16 @@ fn bench_server_path(c: &mut Criterion) {
             })
         });
     }
+    // The hop the handler makes to decide on the blocking pool (`router::decide`): a task
+    // handed to another thread and its result handed back, with nothing to do.
+    group.bench_function("spawn_blocking_hop", |b| {
+        b.iter(|| runtime.block_on(async { tokio::task::spawn_blocking(|| black_box(1u64)).await }))
+    });
     group.finish();
 }
 
 fn bench_watch_event(c: &mut Criterion) {
-    let cat = catalog("big", 5_000);
+    let cat = catalog("big", 5_000, &Policy::default());
     let mut i = 0usize;
     c.bench_function("watch_event_apply_in_5000", |b| {
         b.iter(|| {

@@ -4,11 +4,13 @@
 //! pattern is an error that names the key, because a silently ignored misspelling in an
 //! admission policy is a security bug.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::reserved::{CompiledRules, RuleError};
+use crate::packs;
+use crate::reserved::{Action, CompiledRules, RuleConfig, RuleError, UnverifiableEnvFrom};
 
 /// Default cap on injected variables per Pod.
 ///
@@ -114,6 +116,11 @@ pub struct ReservedConfig {
     pub use_default_rules: bool,
     /// The action of the built-in rules.
     pub default_action: Action,
+    /// Built-in packs switched off, by name (`[hami]`); an unknown name is an error.
+    pub disable_default_rules: Vec<String>,
+    /// The action of a built-in pack's rules, per pack (`{hami: warn}`), over
+    /// `defaultAction`; an unknown pack is an error.
+    pub pack_actions: BTreeMap<String, Action>,
     /// Extra rules, checked after the built-in ones.
     pub rules: Vec<RuleConfig>,
     /// Namespaces where no reserved rule applies (set by the cluster admin, never by a Pod).
@@ -121,6 +128,10 @@ pub struct ReservedConfig {
     /// Also check the keys of ConfigMaps brought in by `envFrom` (needs list/watch on
     /// ConfigMaps; envlink keeps only their key names).
     pub check_config_maps: bool,
+    /// What an `envFrom` gets whose keys envlink cannot read (a Secret; a ConfigMap while
+    /// `checkConfigMaps` is off or that it does not know) when its prefix can begin a name a
+    /// rule reserves in that container. Never stricter than the rule's own action.
+    pub unverifiable_env_from: UnverifiableEnvFrom,
 }
 
 impl Default for ReservedConfig {
@@ -128,72 +139,55 @@ impl Default for ReservedConfig {
         Self {
             use_default_rules: true,
             default_action: Action::Deny,
+            disable_default_rules: Vec::new(),
+            pack_actions: BTreeMap::new(),
             rules: Vec::new(),
             exempt_namespaces: Vec::new(),
             check_config_maps: false,
+            unverifiable_env_from: UnverifiableEnvFrom::Warn,
         }
     }
 }
 
-/// One reserved-variable rule as written in the file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RuleConfig {
-    /// A short name used in messages.
-    pub name: String,
-    /// Resource-name globs (`nvidia.com/*`); with scope `requesting` a container must request
-    /// or limit one of them for the rule to apply.
-    #[serde(default)]
-    pub resources: Vec<String>,
-    /// Exact variable names.
-    #[serde(default)]
-    pub names: Vec<String>,
-    /// Variable-name prefixes.
-    #[serde(default)]
-    pub prefixes: Vec<String>,
-    /// Regular expressions that must match the whole name.
-    #[serde(default)]
-    pub patterns: Vec<String>,
-    /// Which containers the rule applies to.
-    #[serde(default)]
-    pub scope: Scope,
-    /// What happens to a container that sets such a variable.
-    #[serde(default)]
-    pub action: Action,
+/// The built-in rules (see [`crate::packs`]): every pack not switched off by
+/// `reserved.disableDefaultRules`, each with its `reserved.packActions` entry or else
+/// `reserved.defaultAction`.
+pub fn default_rules(config: &ReservedConfig) -> Vec<RuleConfig> {
+    packs::PACKS
+        .iter()
+        .filter(|pack| !config.disable_default_rules.iter().any(|d| d == pack.name))
+        .flat_map(|pack| {
+            let action = config
+                .pack_actions
+                .get(pack.name)
+                .copied()
+                .unwrap_or(config.default_action);
+            pack.rules.iter().map(move |rule| rule.to_config(action))
+        })
+        .collect()
 }
 
-/// See [`RuleConfig::scope`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Scope {
-    /// Containers that request or limit a matching resource.
-    #[default]
-    Requesting,
-    /// Every container, init container and ephemeral container.
-    All,
-}
+impl ReservedConfig {
+    /// The rules this section asks for, in order: the built-in ones (when enabled), then its
+    /// own.
+    pub fn rule_list(&self) -> Vec<RuleConfig> {
+        let mut rules = if self.use_default_rules {
+            default_rules(self)
+        } else {
+            Vec::new()
+        };
+        rules.extend(self.rules.iter().cloned());
+        rules
+    }
 
-/// See [`RuleConfig::action`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub enum Action {
-    /// Admit with a warning.
-    Warn,
-    /// Remove the variable by patch, with a warning.
-    Strip,
-    /// Refuse the Pod.
-    #[default]
-    Deny,
-}
-
-impl Action {
-    /// The lower-case name used in messages and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Warn => "warn",
-            Action::Strip => "strip",
-            Action::Deny => "deny",
-        }
+    /// Compiles [`ReservedConfig::rule_list`] with this section's exemptions and
+    /// `unverifiableEnvFrom`.
+    pub fn compile(&self) -> Result<CompiledRules, RuleError> {
+        CompiledRules::compile(
+            &self.rule_list(),
+            &self.exempt_namespaces,
+            self.unverifiable_env_from,
+        )
     }
 }
 
@@ -267,8 +261,11 @@ impl Policy {
                 message: "must be at least 1".into(),
             });
         }
-        let rules =
-            CompiledRules::compile(&config.reserved).map_err(|source| ConfigError::Invalid {
+        check_pack_names(&config.reserved, origin)?;
+        let rules = config
+            .reserved
+            .compile()
+            .map_err(|source| ConfigError::Invalid {
                 path: origin.into(),
                 source,
             })?;
@@ -298,6 +295,34 @@ impl Default for Policy {
         Self::new(Config::default(), "<built-in defaults>")
             .unwrap_or_else(|e| panic!("built-in configuration is invalid: {e}"))
     }
+}
+
+/// `disableDefaultRules` and `packActions` name built-in packs: a misspelt one would silently
+/// leave a pack on (or at its default action), so it is an error naming the key.
+fn check_pack_names(reserved: &ReservedConfig, origin: &str) -> Result<(), ConfigError> {
+    let unknown = |key: String, name: &str| ConfigError::Range {
+        path: origin.into(),
+        key,
+        message: format!(
+            "unknown built-in pack `{name}`, expected one of {}",
+            packs::pack_names()
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    for (i, name) in reserved.disable_default_rules.iter().enumerate() {
+        if packs::pack(name).is_none() {
+            return Err(unknown(format!("reserved.disableDefaultRules[{i}]"), name));
+        }
+    }
+    for name in reserved.pack_actions.keys() {
+        if packs::pack(name).is_none() {
+            return Err(unknown(format!("reserved.packActions.{name}"), name));
+        }
+    }
+    Ok(())
 }
 
 fn parse_config(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -333,6 +358,7 @@ fn display_path(path: &serde_path_to_error::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reserved::Scope;
 
     #[test]
     fn empty_file_is_the_defaults() {
@@ -357,6 +383,7 @@ reserved:
   defaultAction: warn
   exemptNamespaces: [gpu-admin]
   checkConfigMaps: true
+  unverifiableEnvFrom: deny
   rules:
     - name: custom
       resources: ["example.com/*"]
@@ -371,6 +398,10 @@ reserved:
         assert_eq!(p.config.services.on_missing, OnMissing::Warn);
         assert_eq!(p.config.reserved.rules[0].action, Action::Strip);
         assert_eq!(p.config.reserved.rules[0].scope, Scope::All);
+        assert_eq!(
+            p.config.reserved.unverifiable_env_from,
+            UnverifiableEnvFrom::Deny
+        );
     }
 
     #[test]
@@ -397,6 +428,31 @@ reserved:
                 "unknown variant `block`",
             ),
             ("servces: {}\n", "servces", "unknown field `servces`"),
+            (
+                "reserved:\n  unverifiableEnvFrom: strip\n",
+                "reserved.unverifiableEnvFrom",
+                "unknown variant `strip`",
+            ),
+            (
+                "reserved:\n  disableDefaultRules: [nvidia, hmai]\n",
+                "reserved.disableDefaultRules[1]",
+                "unknown built-in pack `hmai`",
+            ),
+            (
+                "reserved:\n  packActions: {hmai: warn}\n",
+                "reserved.packActions.hmai",
+                "expected one of `nvidia`, `hami`",
+            ),
+            (
+                "reserved:\n  packActions: {hami: block}\n",
+                "reserved.packActions.hami",
+                "unknown variant `block`",
+            ),
+            (
+                "reserved:\n  rules:\n    - name: x\n      names: [A]\n      deviceClassAction: never\n",
+                "reserved.rules[0].deviceClassAction",
+                "unknown variant",
+            ),
         ];
         for (text, key, message) in cases {
             let err = Policy::from_yaml(text, "cfg.yaml")

@@ -8,7 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::Parser;
-use envlink::cli::{Cli, Command, mutate, serve};
+use envlink::cli::{Cli, Command, audit, mutate, policy, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -21,6 +21,15 @@ fn main() -> ExitCode {
             );
             ExitCode::from(code.code())
         }
+        Command::Audit(args) => {
+            let code = audit::run(&args, &mut std::io::stdout().lock());
+            ExitCode::from(code)
+        }
+        Command::Policy(args) => ExitCode::from(policy::run(
+            &args,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        )),
         Command::Serve(args) => {
             let log_guard = match envlink::telemetry::init(args.log_format) {
                 Ok(guard) => guard,

@@ -6,8 +6,10 @@
 //! here is observable in a container's environment, so the code follows the Go code rule by
 //! rule; `tests/kubelet_properties.rs` checks it against an independent formulation.
 
-/// The namespace the kubelet takes the master Service from (`--master-service-namespace`).
-pub const MASTER_SERVICE_NAMESPACE: &str = "default";
+/// Kubernetes' `default` namespace, the one spelling of it in envlink: where the kubelet takes
+/// the master Service from (`--master-service-namespace`), and the namespace of an object
+/// (or a Service in a file) that names none and arrives without one.
+pub const DEFAULT_NAMESPACE: &str = "default";
 /// The one "master" Service the kubelet always links, even with `enableServiceLinks: false`.
 pub const MASTER_SERVICE_NAME: &str = "kubernetes";
 

@@ -1,16 +1,30 @@
 //! Tracing setup: `RUST_LOG`-style filtering (default `info`), text or JSON lines on stderr.
 //!
-//! Lines are written by a dedicated thread (tracing-appender's non-blocking writer): a review
-//! formats its line and hands it over instead of making a `write` system call of its own, so
-//! the request path does no I/O, and the thread writes the lines queued meanwhile in one
-//! system call. The hand-over is not lossy: when the thread falls behind by
-//! more than [`BUFFERED_LINES`], logging waits, as a direct write to a full pipe would.
+//! Lines are written by a dedicated thread: a review formats its line and appends it to a
+//! shared buffer (one uncontended lock, no system call), and the thread writes what gathered
+//! in one `write`. The thread is woken once per batch, not per line: it waits for a first line,
+//! then lets lines gather for [`GATHER`] (or until [`HIGH_WATER`] bytes) before writing.
+//! tracing-appender's non-blocking writer, used before, woke it for nearly every line under
+//! load (a futex wake-up and a context switch per review: issue 16's profile, BENCHMARKS.md).
+//! The hand-over is not lossy: beyond [`BUFFERED_BYTES`] not yet written, logging waits, as a
+//! direct write to a full pipe would.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::serve::LogFormat;
+/// Log output format (`--log-format`). Defined here, at the bottom of the stack, so that
+/// telemetry needs nothing from the command line; the CLI takes it as a clap value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -21,17 +35,158 @@ pub enum TelemetryError {
     /// A global subscriber was already installed (only in tests that call this twice).
     #[error("logging is already set up")]
     AlreadySet,
+    /// The writer thread could not be started.
+    #[error("cannot start the log writer thread: {0}")]
+    Thread(std::io::Error),
 }
 
-/// Lines that may wait for the writer thread before logging blocks. The queue is allocated
-/// (and touched) up front, 32 bytes a line: 16 Ki lines is half a MiB resident, and a second
-/// of reviews at full load.
-pub const BUFFERED_LINES: usize = 16 * 1024;
+/// Bytes of lines that may wait for the writer thread before logging blocks: about a second
+/// of `review answered` lines at full load.
+pub const BUFFERED_BYTES: usize = 4 << 20;
+
+/// Once this much is waiting, the writer thread writes it without waiting out [`GATHER`].
+pub const HIGH_WATER: usize = 256 << 10;
+
+/// How long the writer thread lets lines gather after the first one, so that it wakes up at
+/// most ~100 times a second under load; also the most a line waits before it is written.
+pub const GATHER: Duration = Duration::from_millis(10);
 
 /// Keeps the writer thread alive; dropping it writes out every line logged so far (drop it
 /// before the process exits, and before printing a final error, to keep the order).
 #[must_use = "dropping the guard stops logging"]
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake_writer.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The lines not yet written, shared by every logging thread and the writer thread.
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// A first line arrived, the buffer passed [`HIGH_WATER`], or the guard was dropped.
+    wake_writer: Condvar,
+    /// The writer took the buffer: room for loggers waiting at [`BUFFERED_BYTES`].
+    room: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    stop: bool,
+}
+
+impl Shared {
+    /// A panic while holding the lock leaves whole lines behind (a line is appended in one
+    /// call), so the buffer is still fine to use.
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends one formatted line (tracing-subscriber writes each event in one call).
+    fn append(&self, line: &[u8]) {
+        let mut pending = self.lock();
+        while pending.lines.len() >= BUFFERED_BYTES && !pending.stop {
+            pending = self
+                .room
+                .wait(pending)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if pending.stop {
+            // After the guard is gone (the last lines of a shutdown): straight to stderr.
+            drop(pending);
+            let _ = std::io::stderr().write_all(line);
+            return;
+        }
+        let before = pending.lines.len();
+        pending.lines.extend_from_slice(line);
+        let after = pending.lines.len();
+        drop(pending);
+        // Only the first line of a batch and the crossing of the mark wake the writer: a
+        // wake-up per line is what this writer exists to avoid.
+        if before == 0 || (before < HIGH_WATER && after >= HIGH_WATER) {
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// The writer thread: waits for a first line, lets more gather, writes them in one call.
+    fn write_batches(&self, out: &mut dyn Write) {
+        let mut batch = Vec::new();
+        loop {
+            let mut pending = self.lock();
+            while pending.lines.is_empty() && !pending.stop {
+                pending = self
+                    .wake_writer
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if !pending.stop && pending.lines.len() < HIGH_WATER {
+                pending = self
+                    .wake_writer
+                    .wait_timeout(pending, GATHER)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            let stop = pending.stop;
+            std::mem::swap(&mut pending.lines, &mut batch);
+            drop(pending);
+            self.room.notify_all();
+            if batch.is_empty() && stop {
+                return;
+            }
+            // A log write that fails (stderr closed) has nowhere to be reported.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+        }
+    }
+}
+
+/// What tracing-subscriber writes each formatted line to.
+#[derive(Clone)]
+struct LineWriter(Arc<Shared>);
+
+impl Write for LineWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.0.append(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineWriter {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Starts the writer thread, writing to `out`.
+fn start_writer(out: Box<dyn Write + Send>) -> std::io::Result<(LineWriter, LogGuard)> {
+    let shared = Arc::new(Shared::default());
+    let for_thread = shared.clone();
+    let mut out = out;
+    let thread = std::thread::Builder::new()
+        .name("envlink-log".into())
+        .spawn(move || for_thread.write_batches(&mut out))?;
+    let guard = LogGuard {
+        shared: shared.clone(),
+        thread: Some(thread),
+    };
+    Ok((LineWriter(shared), guard))
+}
 
 /// Installs the global subscriber. `RUST_LOG` (e.g. `info,envlink::catalog=debug`) overrides
 /// the default level `info`.
@@ -44,16 +199,8 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
         }
         _ => EnvFilter::new("info"),
     };
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(BUFFERED_LINES)
-        .thread_name("envlink-log")
-        // The thread writes whatever has queued up and then flushes: under load, many lines
-        // per `write`.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+    let (writer, guard) =
+        start_writer(Box::new(std::io::stderr())).map_err(TelemetryError::Thread)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -71,5 +218,64 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
             .try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadySet)?;
-    Ok(LogGuard(guard))
+    Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects what the writer thread writes.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_is_written_in_order_by_the_time_the_guard_is_dropped() {
+        let sink = Sink::default();
+        let (writer, guard) = start_writer(Box::new(sink.clone())).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let mut writer = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        writer.write_all(format!("{t} {i}\n").as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0usize; 4];
+        for line in text.lines() {
+            let (t, i) = line.split_once(' ').unwrap();
+            let t: usize = t.parse().unwrap();
+            assert_eq!(i.parse::<usize>().unwrap(), next[t], "line {line}");
+            next[t] += 1;
+        }
+        assert_eq!(next, [20_000; 4]);
+    }
+
+    #[test]
+    fn lines_after_the_guard_is_gone_are_not_lost() {
+        let sink = Sink::default();
+        let (mut writer, guard) = start_writer(Box::new(sink.clone())).unwrap();
+        writer.write_all(b"before\n").unwrap();
+        drop(guard);
+        // Goes to stderr directly; only must not block or panic.
+        writer.write_all(b"after\n").unwrap();
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"before\n");
+    }
 }

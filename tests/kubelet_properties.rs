@@ -188,18 +188,18 @@ fn pod_for(ns: &str, links: bool, containers: &[Vec<(String, String)>]) -> Value
 }
 
 fn run(catalog: &Catalog, policy: &Policy, ns: &str, pod: &Value) -> (admission::Decision, Value) {
+    let pod_json = serde_json::value::to_raw_value(pod).expect("serialises");
     let request = Request {
         operation: Operation::Create,
         group: "",
         kind: "Pod",
         sub_resource: None,
         namespace: ns,
-        dry_run: false,
-        object: Some(pod),
+        object: Some(&pod_json),
         old_object: None,
     };
-    let decision = admission::mutate(&request, catalog, policy, &NoConfigMaps);
-    let patch = decision.patch.to_patch();
+    let decision = admission::mutate(&request, &catalog.snapshot(), policy, &NoConfigMaps);
+    let patch = decision.patch.to_patch().expect("reads back");
     let direct: json_patch::Patch =
         serde_json::from_slice(&decision.patch.to_json().expect("writes")).expect("valid JSON");
     assert_eq!(

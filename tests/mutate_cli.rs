@@ -5,6 +5,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+#[path = "support/review.rs"]
+mod review;
+use review::env_of;
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mutate");
 
 fn envlink(args: &[&str], stdin: Option<&str>) -> Output {
@@ -246,4 +250,250 @@ fn bad_input_exits_2_and_says_what_and_where() {
             text(&out.stderr)
         );
     }
+}
+
+#[test]
+fn a_directory_of_workloads_gets_its_pod_templates_mutated() {
+    let out = envlink(
+        &[
+            "-f",
+            "workloads",
+            "--services",
+            "services.yaml",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    // The Job in workloads/batch/train.yml shadows NVIDIA_VISIBLE_DEVICES: refused, exit 1.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("denied: Job shop/train") && err.contains("NVIDIA_VISIBLE_DEVICES"),
+        "{err}"
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().expect("items");
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["kind"].as_str()).collect();
+    // In path order (notes.txt is not read); the refused Job is not printed; the Service
+    // passes through unchanged.
+    assert_eq!(kinds, ["Deployment", "Service", "CronJob"]);
+
+    let deployment = &items[0]["spec"]["template"];
+    assert_eq!(
+        deployment["metadata"]["annotations"]["envlink.io/injected"],
+        "db,kubernetes,redis-master"
+    );
+    assert_eq!(deployment["metadata"]["labels"]["app"], "web");
+    assert_eq!(deployment["spec"]["enableServiceLinks"], false);
+    let app = env_of(&deployment["spec"]["containers"][0]);
+    assert!(
+        app.contains(&("DB_SERVICE_HOST".into(), "fd00::7".into())),
+        "{app:?}"
+    );
+    // The container's own value is kept, after the injected ones.
+    assert_eq!(
+        app.last(),
+        Some(&("REDIS_MASTER_SERVICE_HOST".to_string(), "mine".to_string()))
+    );
+    let migrate = env_of(&deployment["spec"]["initContainers"][0]);
+    assert!(migrate.contains(&("REDIS_MASTER_SERVICE_HOST".into(), "10.96.12.7".into())));
+
+    assert_eq!(items[1]["spec"]["selector"]["app"], "web");
+    assert!(items[1]["metadata"].get("annotations").is_none());
+
+    // The CronJob's Pods name `db` only: they get db and kubernetes.
+    let cron = &items[2]["spec"]["jobTemplate"]["spec"]["template"];
+    assert_eq!(
+        cron["metadata"]["annotations"]["envlink.io/injected"],
+        "db,kubernetes"
+    );
+    let report = env_of(&cron["spec"]["containers"][0]);
+    assert!(report.iter().any(|(n, _)| n == "KUBERNETES_SERVICE_HOST"));
+    assert!(!report.iter().any(|(n, _)| n.starts_with("REDIS_")));
+
+    // The summary goes to standard error beside the objects.
+    assert!(
+        err.contains("Deployment shop/web, each Pod (workloads/app.yaml, document 1)")
+            && err.contains("container app: ")
+            && err.contains("keeps its own REDIS_MASTER_SERVICE_HOST"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_files_multi_document_yaml_and_patches_on_templates() {
+    let out = envlink(
+        &[
+            "workloads/app.yaml",
+            "-f",
+            "workloads/batch/nightly.json",
+            "--services",
+            "services.yaml",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).expect("YAML documents");
+    assert_eq!(docs.len(), 3);
+
+    let out = envlink(
+        &[
+            "-f",
+            "workloads/app.yaml",
+            "--services",
+            "services.yaml",
+            "-o",
+            "patch",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let patches: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let patches = patches.as_array().expect("one entry per mutated object");
+    assert_eq!(patches.len(), 1, "the Service has no patch");
+    assert_eq!(patches[0]["kind"], "Deployment");
+    assert_eq!(patches[0]["name"], "web");
+    let ops = patches[0]["patch"].as_array().expect("patch");
+    assert!(
+        ops.iter().all(|op| op["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/spec/template/"))),
+        "{ops:?}"
+    );
+    // The rebased patch applied to the Deployment gives the printed one.
+    let source = std::fs::read_to_string(format!("{FIXTURES}/workloads/app.yaml")).expect("read");
+    let mut deployment = serde_saphyr::from_multiple::<Value>(&source).expect("yaml")[0].clone();
+    let patch: json_patch::Patch =
+        serde_json::from_value(patches[0]["patch"].clone()).expect("a JSON Patch");
+    json_patch::patch(&mut deployment, &patch).expect("applies to the Deployment");
+    let printed = envlink(
+        &[
+            "-f",
+            "workloads/app.yaml",
+            "--services",
+            "services.yaml",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let printed: Value = serde_json::from_slice(&printed.stdout).expect("json");
+    assert_eq!(printed["items"][0], deployment);
+}
+
+#[test]
+fn without_services_only_the_reserved_rules_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty.yaml");
+    std::fs::write(&empty, "# nothing yet\n").expect("write");
+    let empty = empty.to_str().expect("utf-8").to_string();
+    for (args, note) in [
+        (vec!["--pod", "pod.yaml", "-o", "json"], "no Services given"),
+        (
+            vec!["--pod", "pod.yaml", "--services", &empty, "-o", "json"],
+            "holds no Services",
+        ),
+    ] {
+        let out = envlink(&args, None);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let pod: Value = serde_json::from_slice(&out.stdout).expect("json");
+        // The kubelet keeps adding its links: nothing turns them off, nothing is recorded.
+        assert_eq!(
+            pod["spec"]["enableServiceLinks"],
+            Value::Bool(true),
+            "{args:?}"
+        );
+        assert!(pod["metadata"].get("annotations").is_none(), "{pod}");
+        assert_eq!(env_names(&pod), ["REDIS_MASTER_SERVICE_HOST"]);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(note) && err.contains("only the reserved-variable rules"),
+            "{err}"
+        );
+    }
+    // The reserved rules still apply.
+    let out = envlink(&["--pod", "pod-gpu-shadow.yaml"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = envlink(&["--pod", "pod.yaml", "-o", "patch"], None);
+    assert_eq!(text(&out.stdout).trim(), "[]");
+}
+
+#[test]
+fn a_namespace_flag_other_than_the_objects_own_is_said_and_printed() {
+    let out = envlink(
+        &[
+            "--pod",
+            "pod.yaml",
+            "--services",
+            "services.yaml",
+            "-n",
+            "elsewhere",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let pod: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(pod["metadata"]["namespace"], "elsewhere");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("names namespace \"shop\"") && err.contains("--namespace \"elsewhere\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn summary_on_standard_output() {
+    let out = envlink(
+        &[
+            "--pod",
+            "pod.yaml",
+            "--services",
+            "services.yaml",
+            "--summary",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    assert!(
+        summary.starts_with("Pod shop/web (pod.yaml)\n")
+            && summary.contains("service variables of: db, kubernetes, redis-master")
+            && summary.contains("keeps its own REDIS_MASTER_SERVICE_HOST")
+            && summary.contains("spec.enableServiceLinks: false"),
+        "{summary}"
+    );
+    // Only the summary: no Pod.
+    assert!(!summary.contains("apiVersion"), "{summary}");
+}
+
+#[test]
+fn an_unreachable_cluster_is_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n\
+         current-context: x\n",
+    )
+    .expect("write");
+    let out = envlink(
+        &[
+            "--pod",
+            "pod.yaml",
+            "--kubeconfig",
+            kubeconfig.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot list services in namespace default"),
+        "{}",
+        text(&out.stderr)
+    );
 }

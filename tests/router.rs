@@ -12,10 +12,14 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use envlink::catalog::{Catalog, file};
 use envlink::config::Policy;
-use envlink::http::{self, AppState, Limits, Metrics};
+use envlink::http::{self, AppState, Limits, Metrics, ScrapeSources};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
+
+#[path = "support/review.rs"]
+mod review;
+use review::{PodReview, env_of};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/review");
 
@@ -39,11 +43,7 @@ struct Harness {
 }
 
 fn harness_with(catalog: Arc<Catalog>, limits: Limits) -> Harness {
-    let metrics = Arc::new(Metrics::new(
-        catalog.clone(),
-        Arc::default(),
-        Arc::default(),
-    ));
+    let metrics = Arc::new(Metrics::new(ScrapeSources::catalog(catalog.clone())));
     let state = AppState::new(
         catalog.clone(),
         Arc::new(Policy::default()),
@@ -151,22 +151,6 @@ fn patched_object(review: &[u8], response: &Value) -> Value {
     object
 }
 
-fn env_of(container: &Value) -> Vec<(String, String)> {
-    container["env"]
-        .as_array()
-        .map(|env| {
-            env.iter()
-                .map(|e| {
-                    (
-                        e["name"].as_str().unwrap_or("").to_string(),
-                        e["value"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn value_of<'a>(env: &'a [(String, String)], name: &str) -> Vec<&'a str> {
     env.iter()
         .filter(|(n, _)| n == name)
@@ -175,21 +159,7 @@ fn value_of<'a>(env: &'a [(String, String)], name: &str) -> Vec<&'a str> {
 }
 
 fn wrapped_review(object: &Value, uid: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:apiserver"},
-            "object": object,
-            "oldObject": null
-        }
-    }))
-    .expect("serialise")
+    PodReview::create(object).uid(uid).to_bytes()
 }
 
 #[tokio::test]
@@ -309,6 +279,41 @@ async fn deployment_shadowing_a_gpu_variable_is_denied_on_validate() {
         metrics.contains(
             "envlink_admission_requests_total{endpoint=\"validate\",decision=\"denied\"} 1"
         )
+    );
+}
+
+/// Kubernetes 1.20 and 1.21 send `pods/ephemeralcontainers` with kind `EphemeralContainers`
+/// and the debug containers at the top of the object: checked like the Pod form.
+#[tokio::test]
+async fn debug_container_in_the_1_20_ephemeral_containers_form_is_denied() {
+    let h = harness();
+    let review = fixture("validate-ephemeralcontainers-1.20.json");
+    let response = post(&h.app, "/validate", review.clone()).await.response();
+    assert_eq!(response["uid"], request_uid(&review).as_str());
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("ephemeral container \"debugger\""),
+        "{message}"
+    );
+    assert!(message.contains("NVIDIA_VISIBLE_DEVICES"), "{message}");
+    assert!(!message.contains("inspect"), "{message}");
+
+    // The same debug container without the reserved name is allowed.
+    let clean = String::from_utf8(review.clone())
+        .expect("UTF-8")
+        .replace("NVIDIA_VISIBLE_DEVICES", "SOMETHING_ELSE");
+    let response = post(&h.app, "/validate", clean.into_bytes())
+        .await
+        .response();
+    assert_eq!(response["allowed"], true, "{response}");
+
+    // /mutate has nothing to do for a subresource: allowed without a warning.
+    let response = post(&h.app, "/mutate", review).await.response();
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response.get("warnings").is_none_or(Value::is_null),
+        "{response}"
     );
 }
 
@@ -550,11 +555,7 @@ async fn config_map_keys_gate_readiness_and_are_checked() {
     use kube::runtime::watcher::Event;
 
     let catalog = embedded_catalog();
-    let metrics = Arc::new(Metrics::new(
-        catalog.clone(),
-        Arc::default(),
-        Arc::default(),
-    ));
+    let metrics = Arc::new(Metrics::new(ScrapeSources::catalog(catalog.clone())));
     let policy = Policy::from_yaml("reserved: {checkConfigMaps: true}", "test").expect("policy");
     let index = Arc::new(ConfigMapIndex::new());
     let state = AppState::new(catalog, Arc::new(policy), metrics).with_config_maps(index.clone());
@@ -564,16 +565,16 @@ async fn config_map_keys_gate_readiness_and_are_checked() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    let mut sync = ConfigMapSync::new(index);
-    sync.handle(Event::Init);
+    let mut sync = ConfigMapSync::cluster_wide(index);
+    sync.handle(0, Event::Init);
     let config_map = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "gpu-settings", "namespace": "shop"},
         "data": {"VISIBLE_DEVICES": "all"}
     }))
     .expect("ConfigMap");
-    sync.handle(Event::InitApply(config_map));
-    sync.handle(Event::InitDone);
+    sync.handle(0, Event::InitApply(config_map));
+    sync.handle(0, Event::InitDone);
     assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
 
     let mut review: Value =

@@ -3,17 +3,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/review");
 
@@ -27,47 +19,6 @@ fn envlink_serve(args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("envlink starts")
-}
-
-/// Kills the child if a test fails half-way, so no server outlives the test.
-struct Guard(Option<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn post_review(addr: SocketAddr, ca_pem: &[u8], path: &str, body: &[u8]) -> String {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca_pem).expect("CA PEM"))
-        .expect("add CA");
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let mut tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
-        .await
-        .expect("handshake with the --dev CA");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.expect("write");
-    tls.write_all(body).await.expect("write");
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await.expect("read");
-    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[tokio::test]
@@ -86,7 +37,7 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
         "--log-format",
         "json",
     ]);
-    let mut guard = Guard(Some(child));
+    let mut guard = common::ChildGuard(Some(child));
     let child = guard.0.as_mut().expect("child");
     let serving = common::wait_for_serving(child);
     let (addr, logs) = (serving.listen, serving.rest);
@@ -94,7 +45,7 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
 
     let review =
         std::fs::read(format!("{FIXTURES}/validate-deployment-gpu-shadow.json")).expect("fixture");
-    let response = post_review(addr, &ca_pem, "/validate", &review).await;
+    let response = common::post_review(addr, &ca_pem, "/validate", &review).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body = response.split("\r\n\r\n").nth(1).expect("body");
     let review: Value = serde_json::from_str(body).expect("JSON body");
@@ -104,7 +55,7 @@ async fn dev_mode_serves_and_stops_cleanly_on_sigterm() {
         "b2f0c4a1-9d2e-4c61-8a7e-3c5d1f0e9a11"
     );
 
-    let refused = post_review(addr, &ca_pem, "/validate", b"{not json").await;
+    let refused = common::post_review(addr, &ca_pem, "/validate", b"{not json").await;
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
 
     let pid = child.id().to_string();
@@ -194,4 +145,105 @@ fn startup_errors_name_the_file() {
         stderr.contains("--tls-cert") && stderr.contains("--dev"),
         "{stderr}"
     );
+}
+
+/// `--dev` without `--dev-ca-out` writes its CA to the user's cache directory, never into
+/// the working directory (often a git checkout), says where, and that CA verifies the server.
+#[tokio::test]
+async fn dev_writes_its_ca_outside_the_working_tree() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let home = tempfile::tempdir().expect("tempdir");
+    let child = Command::new(env!("CARGO_BIN_EXE_envlink"))
+        .args(["serve", "--dev", "--log-format", "json"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .current_dir(work.path())
+        .env("HOME", home.path())
+        .env_remove("XDG_CACHE_HOME")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("envlink starts");
+    let mut guard = common::ChildGuard(Some(child));
+    let child = guard.0.as_mut().expect("child");
+    let serving = common::wait_for_serving(child);
+    let ca = home.path().join(".cache/envlink/dev-ca.pem");
+    let ca_pem = std::fs::read(&ca).expect("the CA is in the cache directory");
+    let review = std::fs::read(format!("{FIXTURES}/mutate-pod-create.json")).expect("fixture");
+    let response = common::post_review(serving.listen, &ca_pem, "/mutate", &review).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(
+        std::fs::read_dir(work.path()).expect("read_dir").count(),
+        0,
+        "nothing is written to the working directory"
+    );
+    drop(guard);
+    let logs = serving.before;
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("self-signed certificate") && l.contains(&*ca.to_string_lossy())),
+        "the log says where the CA is: {logs:#?}"
+    );
+}
+
+/// A missing input file or a nonsensical limit fails at once: nothing is written, no "try
+/// it" banner is printed, and the error names what is wrong.
+#[test]
+fn inputs_are_checked_before_anything_is_written() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--services-file", "/nonexistent/services.yaml"],
+            "/nonexistent/services.yaml",
+        ),
+        (
+            &["--kubeconfig", "/nonexistent/kubeconfig"],
+            "/nonexistent/kubeconfig",
+        ),
+        (
+            &["--config", "/nonexistent/policy.yaml"],
+            "/nonexistent/policy.yaml",
+        ),
+        (&["--max-body-bytes", "0"], "--max-body-bytes"),
+        (&["--request-timeout", "0s"], "--request-timeout"),
+        (
+            &[
+                "--max-body-bytes",
+                "4096",
+                "--max-inflight-body-bytes",
+                "1024",
+            ],
+            "--max-inflight-body-bytes",
+        ),
+    ];
+    for (args, named) in cases {
+        let work = tempfile::tempdir().expect("tempdir");
+        let home = tempfile::tempdir().expect("tempdir");
+        let output = Command::new(env!("CARGO_BIN_EXE_envlink"))
+            .args(["serve", "--dev"])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(work.path())
+            .env("HOME", home.path())
+            .env_remove("XDG_CACHE_HOME")
+            .output()
+            .expect("envlink runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} started: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("try it"),
+            "{args:?}: banner printed: {stderr}"
+        );
+        assert!(!stderr.contains("envlink serving"), "{args:?}: {stderr}");
+        assert!(
+            !home.path().join(".cache/envlink/dev-ca.pem").exists(),
+            "{args:?}: the CA was written"
+        );
+        assert_eq!(
+            std::fs::read_dir(work.path()).expect("read_dir").count(),
+            0,
+            "{args:?}: something was written to the working directory"
+        );
+    }
 }

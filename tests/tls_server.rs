@@ -31,6 +31,7 @@ fn options() -> ServerOptions {
         header_read_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(10),
         max_connections: server::DEFAULT_MAX_CONNECTIONS,
+        ..ServerOptions::default()
     }
 }
 

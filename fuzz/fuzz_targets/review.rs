@@ -5,7 +5,7 @@
 //! exactly as the API server sent it.
 #![no_main]
 
-use envlink::http::metrics::Endpoint;
+use envlink::http::router::Endpoint;
 use envlink_fuzz::Outcome;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

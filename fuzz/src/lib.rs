@@ -12,10 +12,14 @@ use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
 use envlink::catalog::{Catalog, file};
 use envlink::config::Policy;
-use envlink::http::metrics::Endpoint;
-use envlink::http::router::handle_review;
-use envlink::http::{AppState, Metrics};
+use envlink::http::router::{Endpoint, handle_review};
+use envlink::http::{AppState, Metrics, ScrapeSources};
 use serde_json::{Value, json};
+
+// The review builder the main crate's tests and benches use (this crate is outside their
+// workspace, so it takes the file by path rather than through a shared crate).
+#[path = "../../tests/support/review.rs"]
+mod review;
 
 /// The `--dev` catalog (namespaces `default` and `shop`) plus a namespace `prod` with a `db`
 /// and one that defines its own `kubernetes`, so cross-namespace references and the
@@ -50,11 +54,7 @@ pub fn catalog() -> Arc<Catalog> {
 
 /// A server state for this catalog and policy.
 pub fn state(catalog: Arc<Catalog>, policy: Policy) -> AppState {
-    let metrics = Arc::new(Metrics::new(
-        catalog.clone(),
-        Arc::default(),
-        Arc::default(),
-    ));
+    let metrics = Arc::new(Metrics::new(ScrapeSources::catalog(catalog.clone())));
     AppState::new(catalog, Arc::new(policy), metrics)
 }
 
@@ -86,21 +86,10 @@ pub fn states() -> &'static [AppState] {
 
 /// An AdmissionReview of a Pod CREATE, as the API server sends it.
 pub fn pod_review(namespace: &str, object: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "f0220000-0000-4000-8000-000000000001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "userInfo": {"username": "fuzz"},
-            "object": object,
-            "dryRun": false
-        }
-    }))
-    .expect("a review serialises")
+    review::PodReview::create(object)
+        .uid("f0220000-0000-4000-8000-000000000001")
+        .namespace(namespace)
+        .to_bytes()
 }
 
 /// What one review got.

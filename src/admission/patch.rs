@@ -2,17 +2,17 @@
 //!
 //! A Pod in a namespace of 50 Services gets hundreds of variables in each container. Built as
 //! `serde_json::Value`s, that is five allocations per variable and a second pass to serialise
-//! them; the server instead writes the env lists straight from the catalog's precomputed
-//! variables ([`PatchPlan::write_json`]). [`PatchPlan::to_patch`] gives the same patch as a
-//! `json_patch::Patch` (for `envlink mutate`, tests and fuzzing), and the tests below hold
-//! the two encodings equal.
+//! them; instead the one encoder ([`PatchPlan::write_json`]) writes the env lists straight
+//! from the catalog's precomputed variables, each name and value through serde_json's string
+//! escaping, so it is correct for any text whatever the catalog let in.
+//! [`PatchPlan::to_patch`] reads that output back as a `json_patch::Patch` (for `envlink
+//! mutate`, tests and fuzzing).
 
-use std::io::Write;
+use std::ops::Range;
 use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use serde_json::{Map, Value};
+use json_patch::{Patch, PatchOperation};
 
 use crate::catalog::LinkedService;
 
@@ -79,12 +79,17 @@ impl InjectedVars {
 
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
+        self.get_for_json(i).map(|(name, value, _)| (name, value))
+    }
+
+    /// The variable at `i` and whether its text may be copied into JSON as is
+    /// ([`LinkedService::is_json_plain`]).
+    pub fn get_for_json(&self, i: usize) -> Option<(&str, &str, bool)> {
         let e = *self.entries.get(i)?;
-        self.services.get(e.service as usize)?.variable_span(
-            e.at as usize,
-            e.name_len as usize,
-            e.value_len as usize,
-        )
+        let service = self.services.get(e.service as usize)?;
+        let (name, value) =
+            service.variable_span(e.at as usize, e.name_len as usize, e.value_len as usize)?;
+        Some((name, value, service.is_json_plain()))
     }
 
     /// All variables as (name, value), in order.
@@ -104,8 +109,10 @@ pub enum PlannedOp {
         replace: bool,
         /// Indices into [`InjectedVars`] injected here, in order.
         injected: Vec<u32>,
-        /// The container's own entries that stay, as they were.
-        kept: Vec<Value>,
+        /// The container's own entries that stay, as the JSON text the user wrote, joined by
+        /// commas (copied, never re-encoded: fields envlink does not know survive, and no
+        /// JSON tree of a large `env` is built).
+        kept: String,
     },
     /// Any other operation.
     Op(PatchOperation),
@@ -126,49 +133,11 @@ impl PatchPlan {
         self.ops.is_empty()
     }
 
-    /// The same patch as `json_patch` operations.
-    pub fn to_patch(&self) -> Patch {
-        Patch(
-            self.ops
-                .iter()
-                .map(|op| match op {
-                    PlannedOp::Op(op) => op.clone(),
-                    PlannedOp::Env {
-                        path,
-                        replace,
-                        injected,
-                        kept,
-                    } => {
-                        let mut env: Vec<Value> = injected
-                            .iter()
-                            .filter_map(|&i| self.vars.get(i as usize))
-                            .map(|(name, value)| env_entry(name, value))
-                            .collect();
-                        env.extend(kept.iter().cloned());
-                        let value = Value::Array(env);
-                        if *replace {
-                            PatchOperation::Replace(ReplaceOperation {
-                                path: path.clone(),
-                                value,
-                            })
-                        } else {
-                            PatchOperation::Add(AddOperation {
-                                path: path.clone(),
-                                value,
-                            })
-                        }
-                    }
-                })
-                .collect(),
-        )
-    }
-
-    /// Writes the patch as JSON, byte for byte what `serde_json` writes for
-    /// [`PatchPlan::to_patch`]. Variable names and values are JSON-safe by construction
-    /// (the catalog refuses Services with characters that would need escaping), so they are
-    /// copied as they are.
+    /// Writes the patch as JSON. Names and values are escaped as JSON strings; the user's own
+    /// entries are copied as they were written (they were read as JSON, so they are JSON).
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         out.push(b'[');
+        let mut last = None;
         for (n, op) in self.ops.iter().enumerate() {
             if n > 0 {
                 out.push(b',');
@@ -180,41 +149,73 @@ impl PatchPlan {
                     replace,
                     injected,
                     kept,
-                } => {
-                    out.extend_from_slice(if *replace {
-                        br#"{"op":"replace","path":"#
-                    } else {
-                        br#"{"op":"add","path":"#
-                    });
-                    serde_json::to_writer(&mut *out, path)?;
-                    out.extend_from_slice(br#","value":["#);
-                    let mut first = true;
-                    for (name, value) in injected.iter().filter_map(|&i| self.vars.get(i as usize))
-                    {
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        out.extend_from_slice(br#"{"name":""#);
-                        out.extend_from_slice(name.as_bytes());
-                        out.extend_from_slice(br#"","value":""#);
-                        out.extend_from_slice(value.as_bytes());
-                        out.extend_from_slice(br#""}"#);
-                    }
-                    for value in kept {
-                        if !first {
-                            out.push(b',');
-                        }
-                        first = false;
-                        serde_json::to_writer(&mut *out, value)?;
-                    }
-                    out.extend_from_slice(b"]}");
-                }
+                } => self.write_env(out, (path, *replace), injected, kept, &mut last)?,
             }
         }
         out.push(b']');
-        // Writing to a Vec cannot fail; `flush` keeps the Write import honest.
-        out.flush().map_err(serde_json::Error::io)
+        Ok(())
+    }
+
+    /// One `env` operation: `{"op":…,"path":…,"value":[injected…, kept…]}`.
+    ///
+    /// `last` is the injected list written last and where its bytes are in `out`. The
+    /// containers of a Pod usually get the same list (the kubelet gives every container the
+    /// namespace's Services), so the next container's identical list is copied from there
+    /// instead of written again: for S2 (3 containers × 657 variables) writing the names and
+    /// values was a quarter of the review's CPU under load (issue 16's profile).
+    fn write_env<'a>(
+        &'a self,
+        out: &mut Vec<u8>,
+        (path, replace): (&PointerBuf, bool),
+        injected: &'a [u32],
+        kept: &str,
+        last: &mut Option<(&'a [u32], Range<usize>)>,
+    ) -> serde_json::Result<()> {
+        out.extend_from_slice(if replace {
+            br#"{"op":"replace","path":"#
+        } else {
+            br#"{"op":"add","path":"#
+        });
+        serde_json::to_writer(&mut *out, path)?;
+        out.extend_from_slice(br#","value":["#);
+        let start = out.len();
+        match last {
+            Some((previous, range)) if *previous == injected => {
+                out.extend_from_within(range.clone());
+            }
+            _ => {
+                self.write_injected(out, injected)?;
+                *last = Some((injected, start..out.len()));
+            }
+        }
+        if !kept.is_empty() {
+            if out.len() > start {
+                out.push(b',');
+            }
+            out.extend_from_slice(kept.as_bytes());
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+
+    /// The injected variables as `{"name":…,"value":…}` objects, separated by commas.
+    fn write_injected(&self, out: &mut Vec<u8>, injected: &[u32]) -> serde_json::Result<()> {
+        let mut first = true;
+        for (name, value, plain) in injected
+            .iter()
+            .filter_map(|&i| self.vars.get_for_json(i as usize))
+        {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(br#"{"name":"#);
+            write_json_str(out, name, plain)?;
+            out.extend_from_slice(br#","value":"#);
+            write_json_str(out, value, plain)?;
+            out.push(b'}');
+        }
+        Ok(())
     }
 
     /// The patch as JSON bytes (see [`PatchPlan::write_json`]).
@@ -223,63 +224,138 @@ impl PatchPlan {
         self.write_json(&mut out)?;
         Ok(out)
     }
+
+    /// The same patch as `json_patch` operations: [`PatchPlan::to_json`]'s output read back,
+    /// so there is one encoder. `Err` only if a kept entry was not JSON (it always is).
+    pub fn to_patch(&self) -> serde_json::Result<Patch> {
+        serde_json::from_slice(&self.to_json()?)
+    }
 }
 
-/// `{"name": name, "value": value}`.
-pub fn env_entry(name: &str, value: &str) -> Value {
-    let mut m = Map::with_capacity(2);
-    m.insert("name".into(), Value::String(name.into()));
-    m.insert("value".into(), Value::String(value.into()));
-    Value::Object(m)
+/// Writes `text` as a JSON string: copied as is when its Service's text was found plain at
+/// ingest (nothing to escape: the catalog refuses such bytes), else through serde_json's
+/// escaper — so no pass over the bytes on the request path at all. serde_json's escaper for
+/// every string was ~8 % of an S1 review's CPU under load and the top entry of S2's profile
+/// (issue 16; BENCHMARKS.md).
+fn write_json_str(out: &mut Vec<u8>, text: &str, plain: bool) -> serde_json::Result<()> {
+    if !plain {
+        return serde_json::to_writer(&mut *out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::servicelinks::{LinkPort, ServiceLink};
-    use serde_json::json;
+    use json_patch::{AddOperation, ReplaceOperation};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
 
-    fn service(name: &str, ip: &str) -> Arc<LinkedService> {
-        let link = ServiceLink {
-            namespace: "ns".into(),
-            name: name.into(),
-            cluster_ip: ip.into(),
-            ports: vec![LinkPort {
-                name: "http".into(),
-                port: 80,
-                protocol: String::new(),
-            }],
+    /// A container whose injected list equals the previous one's gets a copy of its bytes;
+    /// a different list in between is written anew, and kept entries follow either.
+    #[test]
+    fn repeated_injected_lists_are_copied_correctly() {
+        let mut plan = plan_of(
+            vec![LinkedService::with_variables(
+                "web",
+                &pairs(&[
+                    ("WEB_SERVICE_HOST", "10.0.0.1"),
+                    ("WEB_PORT", "tcp://10.0.0.1:80"),
+                    ("Q\"UOTE", "é\n"),
+                ]),
+            )],
+            "",
+            false,
+        );
+        let all: Vec<u32> = (0..u32::try_from(plan.vars.len()).unwrap()).collect();
+        let env = |i: usize, injected: Vec<u32>, kept: &str| PlannedOp::Env {
+            path: PointerBuf::from_tokens(["spec", "containers", &i.to_string(), "env"]),
+            replace: false,
+            injected,
+            kept: kept.to_string(),
         };
-        Arc::new(LinkedService::new(&link).expect("valid service"))
+        plan.ops = vec![
+            env(0, all.clone(), ""),
+            env(1, all.clone(), r#"{"name":"OWN","value":"x"}"#),
+            env(2, all[..2].to_vec(), ""),
+            env(3, all[..2].to_vec(), ""),
+            env(4, all.clone(), ""),
+            env(5, vec![], r#"{"name":"ONLY","value":"y"}"#),
+        ];
+        let vars: Vec<Value> = plan
+            .vars
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        let written: Value = serde_json::from_slice(&plan.to_json().unwrap()).unwrap();
+        let values: Vec<&Value> = (0..6).map(|i| &written[i]["value"]).collect();
+        let own = json!({"name": "OWN", "value": "x"});
+        let mut with_own = vars.clone();
+        with_own.push(own);
+        assert_eq!(values[0], &Value::Array(vars.clone()));
+        assert_eq!(values[1], &Value::Array(with_own));
+        assert_eq!(values[2], &Value::Array(vars[..2].to_vec()));
+        assert_eq!(values[3], &Value::Array(vars[..2].to_vec()));
+        assert_eq!(values[4], &Value::Array(vars.clone()));
+        assert_eq!(values[5], &json!([{"name": "ONLY", "value": "y"}]));
     }
 
+    /// A Service's plain flag holds exactly when copying writes what serde_json's escaper
+    /// writes.
     #[test]
-    fn direct_json_equals_serde_of_the_patch() {
+    fn json_strings_match_serde_json() {
+        for text in [
+            "",
+            "SVC_00001_SERVICE_HOST",
+            "tcp://10.0.0.1:80",
+            "quote \" and \\ backslash",
+            "tab\tnew\nline\u{1}\u{1f}",
+            "del \u{7f} é ☃ 𝄞",
+        ] {
+            let service =
+                LinkedService::with_variables("s", &[(String::from("N"), String::from(text))]);
+            let mut out = Vec::new();
+            write_json_str(&mut out, text, service.is_json_plain()).expect("writes");
+            assert_eq!(
+                out,
+                serde_json::to_vec(text).expect("serialises"),
+                "{text:?}"
+            );
+        }
+    }
+
+    /// A plan injecting every variable of these Services (in order) into one container,
+    /// followed by `kept`, plus an annotation operation.
+    fn plan_of(services: Vec<LinkedService>, kept: &str, replace: bool) -> PatchPlan {
         let mut vars = InjectedVars::new();
-        let a = vars.add_service(service("a", "10.0.0.1"));
-        let b = vars.add_service(service("b-ß", "fd00::1"));
-        for handle in [a, b] {
-            let service = Arc::clone(&vars.services[handle as usize]);
+        for service in services {
+            let service = Arc::new(service);
+            let handle = vars.add_service(Arc::clone(&service));
             for (at, name, value) in service.variables_at() {
                 vars.push(handle, at, name, value);
             }
         }
-        let plan = PatchPlan {
+        let injected = (0..vars.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        PatchPlan {
             vars,
             ops: vec![
                 PlannedOp::Env {
                     path: PointerBuf::from_tokens(["spec", "containers", "0", "env"]),
-                    replace: true,
-                    injected: vec![0, 2, 5, 11, 13],
-                    kept: vec![
-                        json!({"name": "Q\"uote\\", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}),
-                    ],
+                    replace,
+                    injected,
+                    kept: kept.to_string(),
                 },
                 PlannedOp::Env {
                     path: PointerBuf::from_tokens(["spec", "initContainers", "1", "env"]),
                     replace: false,
                     injected: vec![],
-                    kept: vec![],
+                    kept: String::new(),
                 },
                 PlannedOp::Op(PatchOperation::Add(AddOperation {
                     path: PointerBuf::from_tokens([
@@ -290,15 +366,125 @@ mod tests {
                     value: json!("a,b-ß"),
                 })),
             ],
+        }
+    }
+
+    /// The same patch built as `json_patch` values, independently of the encoder.
+    fn expected(vars: &[(String, String)], kept: &str, replace: bool) -> Patch {
+        let mut env: Vec<Value> = vars
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect();
+        if let Ok(Value::Array(own)) = serde_json::from_str::<Value>(&format!("[{kept}]")) {
+            env.extend(own);
+        }
+        let path = PointerBuf::from_tokens(["spec", "containers", "0", "env"]);
+        let first = if replace {
+            PatchOperation::Replace(ReplaceOperation {
+                path,
+                value: Value::Array(env),
+            })
+        } else {
+            PatchOperation::Add(AddOperation {
+                path,
+                value: Value::Array(env),
+            })
         };
+        Patch(vec![
+            first,
+            PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["spec", "initContainers", "1", "env"]),
+                value: json!([]),
+            }),
+            PatchOperation::Add(AddOperation {
+                path: PointerBuf::from_tokens(["metadata", "annotations", "envlink.io/injected"]),
+                value: json!("a,b-ß"),
+            }),
+        ])
+    }
+
+    fn pairs(raw: &[(&str, &str)]) -> Vec<(String, String)> {
+        raw.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn encoded_patch_equals_the_json_patch_values() {
+        let a = pairs(&[
+            ("A_SERVICE_HOST", "10.0.0.1"),
+            ("A_PORT", "tcp://10.0.0.1:80"),
+        ]);
+        let b = pairs(&[("B_SERVICE_HOST", "fd00::1"), ("Q\"UOTE\\", "é\n\u{1}")]);
+        let kept = r#"{"name": "Q\"uote\\", "valueFrom": {"fieldRef": {"fieldPath": "x"}}},{"value":"\u00e9","name":"B"}"#;
+        let plan = plan_of(
+            vec![
+                LinkedService::with_variables("a", &a),
+                LinkedService::with_variables("b-ß", &b),
+            ],
+            kept,
+            true,
+        );
         let direct = plan.to_json().expect("writes");
-        let via_serde = serde_json::to_vec(&plan.to_patch()).expect("serialises");
+        let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+        // The user's entries are copied as written, so the bytes differ from serde's in
+        // spacing and escapes only; the values are equal.
+        let direct_value: Value = serde_json::from_slice(&direct).expect("valid JSON");
+        let want = expected(&all, kept, true);
         assert_eq!(
-            String::from_utf8_lossy(&direct),
-            String::from_utf8_lossy(&via_serde)
+            direct_value,
+            serde_json::to_value(&want).expect("serialises")
+        );
+        assert!(
+            String::from_utf8_lossy(&direct).contains(r#"{"value":"\u00e9","name":"B"}"#),
+            "own entries copied verbatim"
         );
         let reparsed: Patch = serde_json::from_slice(&direct).expect("valid JSON Patch");
-        assert_eq!(reparsed, plan.to_patch());
+        assert_eq!(reparsed, want);
+        assert_eq!(plan.to_patch().expect("reads back"), want);
         assert_eq!(PatchPlan::default().to_json().expect("empty"), b"[]");
+    }
+
+    /// Any text but NUL (the catalog buffer's separator).
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[\"\\\\\u{1}-\u{1f}\u{7f}\u{2028}é€😀a-z_ ]{0,16}",
+        ]
+        .prop_map(|s| s.replace('\0', "\u{1}"))
+    }
+
+    proptest! {
+        #[test]
+        fn any_names_and_values_encode_to_the_json_patch_form(
+            vars in proptest::collection::vec((text(), text()), 0..8),
+            replace in any::<bool>(),
+        ) {
+            // Empty names end a Service's buffer early: the catalog never holds one.
+            let vars: Vec<(String, String)> = vars
+                .into_iter()
+                .filter(|(name, _)| !name.is_empty())
+                .collect();
+            let plan = plan_of(vec![LinkedService::with_variables("s", &vars)], "", replace);
+            let direct = plan.to_json().expect("writes");
+            let parsed: Value = serde_json::from_slice(&direct).expect("valid JSON");
+            let want = expected(&vars, "", replace);
+            prop_assert_eq!(parsed, serde_json::to_value(&want).expect("serialises"));
+            prop_assert_eq!(plan.to_patch().expect("reads back"), want);
+        }
+
+        #[test]
+        fn a_plain_flag_is_only_set_on_text_serde_json_copies(
+            vars in proptest::collection::vec((text(), text()), 1..4),
+        ) {
+            let service = LinkedService::with_variables("s", &vars);
+            for (name, value) in service.variables() {
+                for text in [name, value] {
+                    let mut fast = Vec::new();
+                    write_json_str(&mut fast, text, service.is_json_plain()).expect("writes");
+                    prop_assert_eq!(fast, serde_json::to_vec(text).expect("serialises"));
+                }
+            }
+        }
     }
 }

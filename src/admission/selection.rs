@@ -2,9 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, LinkedService};
+use hashbrown::HashSet;
+
+use crate::catalog::{LinkedService, Snapshot};
 use crate::config::ServicesConfig;
-use crate::servicelinks::{MASTER_SERVICE_NAME, MASTER_SERVICE_NAMESPACE, is_dns_label};
+use crate::servicelinks::{DEFAULT_NAMESPACE, MASTER_SERVICE_NAME, is_dns_label};
+use crate::text::{ECHO_LIMIT, LIST_LIMIT, clip};
 
 /// A chosen Service and how the `envlink.io/injected` annotation names it.
 #[derive(Debug, Clone)]
@@ -24,7 +27,8 @@ pub enum Source {
     Kubelet,
     /// `envlink.io/services`.
     Annotation,
-    /// `envlink.io/injected`: envlink already ran on this Pod (reinvocation, or a re-run).
+    /// `envlink.io/injected`: envlink's own record on a reinvocation or re-run — or one a Pod
+    /// author wrote, which is why it is judged exactly like `envlink.io/services`.
     Recorded,
 }
 
@@ -35,10 +39,14 @@ pub struct Selection {
     pub source: Source,
     /// Chosen Services, sorted by name then namespace.
     pub chosen: Vec<Chosen>,
-    /// Named Services that do not exist (`namespace/name`).
+    /// Named Services that do not exist (`namespace/name`): the first few, for messages.
     pub missing: Vec<String>,
-    /// Named Services without a cluster IP (they give no variables).
+    /// How many named Services do not exist.
+    pub missing_count: usize,
+    /// Named Services without a cluster IP (they give no variables): the first few.
     pub without_ip: Vec<String>,
+    /// How many named Services have no cluster IP.
+    pub without_ip_count: usize,
 }
 
 /// A reference in an annotation that cannot be used; the Pod is refused with this text.
@@ -67,7 +75,7 @@ pub enum ReferenceError {
 
 /// The kubelet's set for a Pod in `namespace`: its Services with a cluster IP when links are
 /// enabled, and the `kubernetes` Service (the namespace's own only when links are enabled).
-pub fn kubelet_selection(catalog: &Catalog, namespace: &str, links_enabled: bool) -> Selection {
+pub fn kubelet_selection(catalog: &Snapshot, namespace: &str, links_enabled: bool) -> Selection {
     let mut chosen = Vec::new();
     let mut own_master = false;
     if links_enabled && let Some(index) = catalog.namespace(namespace) {
@@ -81,13 +89,13 @@ pub fn kubelet_selection(catalog: &Catalog, namespace: &str, links_enabled: bool
         }
     }
     if !own_master
-        && let Some(master) = catalog.service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
+        && let Some(master) = catalog.service(DEFAULT_NAMESPACE, MASTER_SERVICE_NAME)
         && master.has_cluster_ip()
     {
         chosen.push(Chosen {
             reference: master_reference(catalog, namespace),
-            namespace: MASTER_SERVICE_NAMESPACE.to_string(),
-            service: master,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            service: Arc::clone(master),
         });
     }
     sort(&mut chosen);
@@ -95,15 +103,20 @@ pub fn kubelet_selection(catalog: &Catalog, namespace: &str, links_enabled: bool
         source: Source::Kubelet,
         chosen,
         missing: Vec::new(),
+        missing_count: 0,
         without_ip: Vec::new(),
+        without_ip_count: 0,
     }
 }
 
 /// The Services a Pod lists in an annotation (`envlink.io/services` or the recorded
-/// `envlink.io/injected`). `implicit_master` adds `default/kubernetes` unless listed, because
-/// the kubelet gives it to every Pod.
+/// `envlink.io/injected`). `default/kubernetes` is added unless listed, because the kubelet
+/// gives it to every Pod.
+///
+/// Linear in the annotation: a Pod author may list fifty thousand names, so duplicates are
+/// found with a set (each lookup is a hash get in the review's snapshot, without a lock).
 pub fn listed_selection(
-    catalog: &Catalog,
+    catalog: &Snapshot,
     namespace: &str,
     annotation: &'static str,
     value: &str,
@@ -114,13 +127,17 @@ pub fn listed_selection(
         source,
         chosen: Vec::new(),
         missing: Vec::new(),
+        missing_count: 0,
         without_ip: Vec::new(),
+        without_ip_count: 0,
     };
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut master_listed = false;
+    let master = catalog.service(DEFAULT_NAMESPACE, MASTER_SERVICE_NAME);
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let (ns, name) = parse_reference(annotation, entry)?;
         let is_master_ref =
-            ns.is_none_or(|ns| ns == MASTER_SERVICE_NAMESPACE) && name == MASTER_SERVICE_NAME;
+            ns.is_none_or(|ns| ns == DEFAULT_NAMESPACE) && name == MASTER_SERVICE_NAME;
         let target_ns = match ns {
             // A plain `kubernetes` means the one the kubelet would give: the namespace's own
             // when it has one with a cluster IP, else the API server's in `default`.
@@ -129,11 +146,8 @@ pub fn listed_selection(
             None if is_master_ref => {
                 let own = catalog.service(namespace, MASTER_SERVICE_NAME);
                 let own_usable = own.as_ref().is_some_and(|s| s.has_cluster_ip());
-                let master_exists = catalog
-                    .service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
-                    .is_some();
-                if !own_usable && master_exists {
-                    MASTER_SERVICE_NAMESPACE
+                if !own_usable && master.is_some() {
+                    DEFAULT_NAMESPACE
                 } else {
                     namespace
                 }
@@ -144,30 +158,29 @@ pub fn listed_selection(
                 if !allowed {
                     return Err(ReferenceError::CrossNamespace {
                         annotation,
-                        entry: entry.to_string(),
+                        entry: clip(entry, ECHO_LIMIT).into_owned(),
                     });
                 }
                 ns
             }
         };
         master_listed |= name == MASTER_SERVICE_NAME;
-        let display = format!("{target_ns}/{name}");
-        if selection
-            .chosen
-            .iter()
-            .any(|c| c.namespace == target_ns && c.service.name() == name)
-        {
+        if !seen.insert((target_ns, name)) {
             continue;
         }
+        let display = || format!("{target_ns}/{name}");
         match catalog.service(target_ns, name) {
+            // Only the first few are named in a message; the rest are counted.
             None => {
-                if !selection.missing.contains(&display) {
-                    selection.missing.push(display);
+                selection.missing_count += 1;
+                if selection.missing.len() < LIST_LIMIT {
+                    selection.missing.push(display());
                 }
             }
             Some(service) if !service.has_cluster_ip() => {
-                if !selection.without_ip.contains(&display) {
-                    selection.without_ip.push(display);
+                selection.without_ip_count += 1;
+                if selection.without_ip.len() < LIST_LIMIT {
+                    selection.without_ip.push(display());
                 }
             }
             Some(service) => selection.chosen.push(Chosen {
@@ -176,22 +189,21 @@ pub fn listed_selection(
                 } else if is_master_ref {
                     master_reference(catalog, namespace)
                 } else {
-                    display
+                    display()
                 },
                 namespace: target_ns.to_string(),
-                service,
+                service: Arc::clone(service),
             }),
         }
     }
-    if source == Source::Annotation
-        && !master_listed
-        && let Some(master) = catalog.service(MASTER_SERVICE_NAMESPACE, MASTER_SERVICE_NAME)
+    if !master_listed
+        && let Some(master) = master
         && master.has_cluster_ip()
     {
         selection.chosen.push(Chosen {
             reference: master_reference(catalog, namespace),
-            namespace: MASTER_SERVICE_NAMESPACE.to_string(),
-            service: master,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            service: Arc::clone(master),
         });
     }
     sort(&mut selection.chosen);
@@ -200,13 +212,13 @@ pub fn listed_selection(
 
 /// How the annotation names `default/kubernetes` for a Pod in `namespace`: plain
 /// `kubernetes` resolves back to it unless the namespace has its own with a cluster IP.
-fn master_reference(catalog: &Catalog, namespace: &str) -> String {
-    let own = namespace != MASTER_SERVICE_NAMESPACE
+fn master_reference(catalog: &Snapshot, namespace: &str) -> String {
+    let own = namespace != DEFAULT_NAMESPACE
         && catalog
             .service(namespace, MASTER_SERVICE_NAME)
             .is_some_and(|s| s.has_cluster_ip());
     if own {
-        format!("{MASTER_SERVICE_NAMESPACE}/{MASTER_SERVICE_NAME}")
+        format!("{DEFAULT_NAMESPACE}/{MASTER_SERVICE_NAME}")
     } else {
         MASTER_SERVICE_NAME.to_string()
     }
@@ -227,7 +239,7 @@ fn parse_reference<'v>(
 ) -> Result<(Option<&'v str>, &'v str), ReferenceError> {
     let malformed = || ReferenceError::Malformed {
         annotation,
-        entry: entry.to_string(),
+        entry: clip(entry, ECHO_LIMIT).into_owned(),
     };
     let (ns, name) = match entry.split_once('/') {
         Some((ns, name)) => (Some(ns), name),

@@ -1,6 +1,7 @@
 //! Table-driven tests of the admission decision, asserting on the Pod obtained by applying
 //! the patch — never on the patch's text.
 
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::*;
@@ -45,6 +46,11 @@ fn pod(namespace: &str, annotations: Value, containers: Value) -> Value {
     p
 }
 
+/// The object as the JSON text a review carries (leaked: tests only, a few per test).
+fn raw(object: &Value) -> &'static RawValue {
+    Box::leak(serde_json::value::to_raw_value(object).expect("serialises"))
+}
+
 fn create<'a>(namespace: &'a str, object: &'a Value) -> Request<'a> {
     Request {
         operation: Operation::Create,
@@ -52,16 +58,20 @@ fn create<'a>(namespace: &'a str, object: &'a Value) -> Request<'a> {
         kind: "Pod",
         sub_resource: None,
         namespace,
-        dry_run: false,
-        object: Some(object),
+        object: Some(raw(object)),
         old_object: None,
     }
 }
 
 /// Runs `mutate` and returns the decision and the Pod with the patch applied.
 fn run(catalog: &Catalog, policy: &Policy, namespace: &str, object: &Value) -> (Decision, Value) {
-    let decision = mutate(&create(namespace, object), catalog, policy, &NoConfigMaps);
-    let patch = decision.patch.to_patch();
+    let decision = mutate(
+        &create(namespace, object),
+        &catalog.snapshot(),
+        policy,
+        &NoConfigMaps,
+    );
+    let patch = decision.patch.to_patch().expect("reads back");
     // The server's direct JSON writer and the json_patch form must be the same patch.
     let direct: json_patch::Patch =
         serde_json::from_slice(&decision.patch.to_json().expect("writes")).expect("valid JSON");
@@ -444,7 +454,7 @@ fn only_pod_creates_are_mutated() {
         ..create("shop", &object)
     };
     assert!(
-        mutate(&update, &c, &Policy::default(), &NoConfigMaps)
+        mutate(&update, &c.snapshot(), &Policy::default(), &NoConfigMaps)
             .patch
             .is_empty()
     );
@@ -453,7 +463,7 @@ fn only_pod_creates_are_mutated() {
         kind: "ConfigMap",
         ..create("shop", &cm)
     };
-    let d = mutate(&wrong, &c, &Policy::default(), &NoConfigMaps);
+    let d = mutate(&wrong, &c.snapshot(), &Policy::default(), &NoConfigMaps);
     assert_eq!(d.verdict, Verdict::Allow);
     assert!(d.patch.is_empty());
     assert!(d.warnings[0].contains("core/ConfigMap"));
@@ -471,7 +481,7 @@ fn malformed_pods_are_invalid_not_a_crash() {
     ] {
         let d = mutate(
             &create("shop", &object),
-            &c,
+            &c.snapshot(),
             &Policy::default(),
             &NoConfigMaps,
         );
@@ -486,7 +496,7 @@ fn malformed_pods_are_invalid_not_a_crash() {
         ..create("shop", &Value::Null)
     };
     assert!(matches!(
-        mutate(&missing, &c, &Policy::default(), &NoConfigMaps).verdict,
+        mutate(&missing, &c.snapshot(), &Policy::default(), &NoConfigMaps).verdict,
         Verdict::Invalid(_)
     ));
 }
@@ -583,7 +593,7 @@ fn validate_update_refuses_only_what_the_update_adds() {
     );
     let request = Request {
         operation: Operation::Update,
-        old_object: Some(&old),
+        old_object: Some(raw(&old)),
         ..validate_request("apps", "Deployment", &new)
     };
     let d = validate(&request, &Policy::default(), &NoConfigMaps);
@@ -592,7 +602,7 @@ fn validate_update_refuses_only_what_the_update_adds() {
 
     let clean_old = workload("Deployment", json!([]));
     let request = Request {
-        old_object: Some(&clean_old),
+        old_object: Some(raw(&clean_old)),
         ..request
     };
     assert!(matches!(
@@ -662,6 +672,222 @@ fn too_many_entries_across_containers_injects_nothing() {
     assert_eq!(patched, object, "nothing injected, links left alone");
     assert!(
         d.warnings.iter().any(|w| w.contains("cannot be stored")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn before_the_first_list_service_links_are_left_alone() {
+    // A catalog that has not completed its first list.
+    let loading = Catalog::new();
+    for annotations in [Value::Null, json!({"envlink.io/services": "redis-master"})] {
+        let object = pod("shop", annotations, json!([{"name": "app"}]));
+        let (d, patched) = run(&loading, &Policy::default(), "shop", &object);
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.patch.is_empty(), "{:?}", d.patch.ops);
+        assert_eq!(patched["spec"]["enableServiceLinks"], true);
+        assert!(
+            patched["metadata"]
+                .get("annotations")
+                .and_then(|a| a.get("envlink.io/injected"))
+                .is_none()
+        );
+        assert!(
+            d.warnings.iter().any(|w| w.contains("still loading")),
+            "{:?}",
+            d.warnings
+        );
+    }
+    // The reserved rules need no catalog: they hold from the first review.
+    let object = pod(
+        "shop",
+        Value::Null,
+        json!([{"name": "app", "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}]}]),
+    );
+    let d = mutate(
+        &create("shop", &object),
+        &loading.snapshot(),
+        &Policy::default(),
+        &NoConfigMaps,
+    );
+    assert!(matches!(d.verdict, Verdict::Deny(_)));
+}
+
+#[test]
+fn a_record_written_by_the_pod_author_is_judged_like_the_services_annotation() {
+    let c = cluster();
+    // Services that do not exist: refused (onMissing: deny), as in envlink.io/services.
+    let object = pod(
+        "shop",
+        json!({"envlink.io/injected": "ghost"}),
+        json!([{"name": "app"}]),
+    );
+    let d = mutate(
+        &create("shop", &object),
+        &c.snapshot(),
+        &Policy::default(),
+        &NoConfigMaps,
+    );
+    assert!(
+        matches!(&d.verdict, Verdict::Deny(m) if m.contains("ghost") && m.contains("envlink.io/injected")),
+        "{:?}",
+        d.verdict
+    );
+    // `kubernetes` is added and the record rewritten to the truth.
+    let object = pod(
+        "shop",
+        json!({"envlink.io/injected": "redis-master"}),
+        json!([{"name": "app"}]),
+    );
+    let (d, patched) = run(&c, &Policy::default(), "shop", &object);
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(
+        patched["metadata"]["annotations"]["envlink.io/injected"],
+        "kubernetes,redis-master"
+    );
+    // Under mode: annotated a record alone injects nothing.
+    let annotated = policy("services: {mode: annotated}");
+    let (d, _) = run(&c, &annotated, "shop", &object);
+    assert!(d.patch.is_empty());
+    // envlink's own output is a fixed point (reinvocation).
+    let object = pod("shop", Value::Null, json!([{"name": "app"}]));
+    let (_, once) = run(&c, &Policy::default(), "shop", &object);
+    let (again, _) = run(&c, &Policy::default(), "shop", &once);
+    assert!(again.patch.is_empty(), "{:?}", again.patch.ops);
+}
+
+#[test]
+fn objects_must_be_objects_and_messages_describe_the_input() {
+    let c = cluster();
+    for (object, needle) in [
+        (
+            json!({"kind": "Pod", "spec": []}),
+            "at `spec`: invalid type: sequence, expected an object",
+        ),
+        (
+            json!({"kind": "Pod", "spec": {"containers": ["app"]}}),
+            "at `spec.containers[0]`: invalid type: string \"app\", expected an object",
+        ),
+        (
+            json!({"kind": "Pod", "spec": {"containers": [{"name": "a", "env": [7]}]}}),
+            "expected an object (an env entry)",
+        ),
+        (
+            json!({"kind": "Pod", "spec": {"containers": [{"name": "a", "resources": {"limits": [1]}}]}}),
+            "at `spec.containers[0].resources.limits`",
+        ),
+    ] {
+        let d = mutate(
+            &create("shop", &object),
+            &c.snapshot(),
+            &Policy::default(),
+            &NoConfigMaps,
+        );
+        let Verdict::Invalid(message) = &d.verdict else {
+            panic!("{object}: {:?}", d.verdict);
+        };
+        assert!(message.contains(needle), "{object}: {message}");
+        for internal in ["struct", "borrowed", "View", "Obj"] {
+            assert!(!message.contains(internal), "{object}: {message}");
+        }
+    }
+    // Escaped strings are read (they cannot be borrowed from the text).
+    let object = json!({"kind": "Pod", "spec": {"containers": [
+        {"name": "a\u{e9}\"q", "env": [{"name": "NVIDIA_VISIBLE_DEVICE\u{53}", "value": "x"}]}
+    ]}});
+    let raw_text = serde_json::to_string(&object)
+        .expect("JSON")
+        .replace('S', "\\u0053");
+    let raw_value = Box::leak(RawValue::from_string(raw_text).expect("raw"));
+    let request = Request {
+        object: Some(raw_value),
+        ..create("shop", &object)
+    };
+    let d = mutate(&request, &c.snapshot(), &Policy::default(), &NoConfigMaps);
+    assert!(
+        matches!(&d.verdict, Verdict::Deny(m) if m.contains("NVIDIA_VISIBLE_DEVICES")),
+        "{:?}",
+        d.verdict
+    );
+}
+
+/// DRA: template and claim lookups for the admission tests.
+struct DraClaims;
+
+impl crate::reserved::ConfigMapKeys for DraClaims {
+    fn keys(&self, _namespace: &str, _name: &str) -> Option<Vec<String>> {
+        None
+    }
+
+    fn claim_device_classes(
+        &self,
+        namespace: &str,
+        source: crate::reserved::ClaimSource<'_>,
+    ) -> Option<std::sync::Arc<[Box<str>]>> {
+        use crate::reserved::ClaimSource;
+        match (namespace, source) {
+            ("ml", ClaimSource::Template("one-gpu")) | ("ml", ClaimSource::Claim("shared-gpu")) => {
+                Some(vec![Box::<str>::from("gpu.nvidia.com")].into())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn dra_pods_are_checked_through_their_claims() {
+    let pod = |claims: Value, env: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ml"},
+            "spec": {
+                "resourceClaims": claims,
+                "containers": [{
+                    "name": "trainer", "image": "x",
+                    "env": [{"name": env, "value": "1"}],
+                    "resources": {"claims": [{"name": "gpu"}]},
+                }],
+            },
+        })
+    };
+    let template = json!([{"name": "gpu", "resourceClaimTemplateName": "one-gpu"}]);
+    let claim = json!([{"name": "gpu", "resourceClaimName": "shared-gpu"}]);
+    // 1.26/1.27 shape.
+    let nested = json!([{"name": "gpu", "source": {"resourceClaimTemplateName": "one-gpu"}}]);
+    let policy = Policy::default();
+    for claims in [template.clone(), claim, nested] {
+        let object = pod(claims, "NVIDIA_IMEX_CHANNELS");
+        let d = validate(&create("ml", &object), &policy, &DraClaims);
+        assert_eq!(d.verdict, Verdict::Allow, "{:?}", d.verdict);
+        assert!(
+            d.warnings.iter().any(|w| w.contains("NVIDIA_IMEX_CHANNELS")
+                && w.contains("DRA device class gpu.nvidia.com (claim \"gpu\")")
+                && w.contains("is ignored")),
+            "{:?}",
+            d.warnings
+        );
+    }
+    // Without a DRA index nothing is known about the claim.
+    let object = pod(template.clone(), "NVIDIA_IMEX_CHANNELS");
+    let d = validate(&create("ml", &object), &policy, &NoConfigMaps);
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    // NVIDIA_VISIBLE_DEVICES is refused in every container, DRA or not.
+    let object = pod(template.clone(), "NVIDIA_VISIBLE_DEVICES");
+    let d = validate(&create("ml", &object), &policy, &DraClaims);
+    assert!(matches!(d.verdict, Verdict::Deny(_)), "{:?}", d.verdict);
+    // The mutating webhook agrees, and says so as a warning.
+    let object = pod(template, "NVIDIA_GDS");
+    let d = mutate(
+        &create("ml", &object),
+        &cluster().snapshot(),
+        &policy,
+        &DraClaims,
+    );
+    assert!(!matches!(d.verdict, Verdict::Deny(_)), "{:?}", d.verdict);
+    assert!(
+        d.warnings.iter().any(|w| w.contains("NVIDIA_GDS")),
         "{:?}",
         d.warnings
     );

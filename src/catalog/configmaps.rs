@@ -1,27 +1,26 @@
 //! ConfigMap key names for the reserved-variable check of `envFrom` (with
-//! `reserved.checkConfigMaps`): a watch over ConfigMaps that keeps only `namespace/name → keys`,
-//! never the values.
+//! `reserved.checkConfigMaps`): a watch over ConfigMaps (through the common
+//! [`driver`](super::driver)) that keeps only `namespace/name → keys`, never the values.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Api;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
+use super::ListScope;
+use super::driver::{ObjectKey, SkipReason, WatchIndex};
+use super::keyed::NamedIndex;
 use crate::reserved::ConfigMapKeys;
 
-type Key = (Box<str>, Box<str>);
+/// The key names of one ConfigMap, sorted and deduplicated.
+type Keys = Arc<[Box<str>]>;
 
 /// `namespace/name → key names` of every ConfigMap. Reads are a map get.
 #[derive(Debug, Default)]
 pub struct ConfigMapIndex {
-    keys: RwLock<HashMap<Key, Arc<[Box<str>]>>>,
-    ready: AtomicBool,
+    keys: NamedIndex<Keys>,
 }
 
 impl ConfigMapIndex {
@@ -32,125 +31,135 @@ impl ConfigMapIndex {
 
     /// Whether the first full list is done (before it, a ConfigMap's keys are unknown).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.keys.is_ready()
     }
 
     /// How many ConfigMaps are indexed.
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.keys.len()
     }
 
     /// Whether none are.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Key, Arc<[Box<str>]>>> {
-        // Every write is one insert, remove or whole-map swap: a poisoned lock holds a
-        // consistent map.
-        self.keys.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Key, Arc<[Box<str>]>>> {
-        self.keys.write().unwrap_or_else(PoisonError::into_inner)
+        self.keys.is_empty()
     }
 }
 
 impl ConfigMapKeys for ConfigMapIndex {
     fn keys(&self, namespace: &str, name: &str) -> Option<Vec<String>> {
-        let key: Key = (namespace.into(), name.into());
-        let keys = self.read().get(&key).cloned()?;
+        let keys = self.keys.get(namespace, name)?;
         Some(keys.iter().map(|k| k.to_string()).collect())
+    }
+
+    /// The stored list itself (sorted, deduplicated by [`decode_keys`]): no copy per lookup.
+    fn shared_keys(&self, namespace: &str, name: &str) -> Option<Arc<[Box<str>]>> {
+        self.keys.get(namespace, name)
     }
 }
 
-/// The key names of a ConfigMap (`data` and `binaryData`), with its namespace and name.
-/// `None` for an object that does not decode as a ConfigMap.
-pub fn decode(object: DynamicObject) -> Option<(Key, Arc<[Box<str>]>)> {
-    let value = serde_json::to_value(object).ok()?;
-    let config_map: ConfigMap = serde_json::from_value(value).ok()?;
-    let namespace = config_map.metadata.namespace.clone()?;
-    let name = config_map.metadata.name.clone()?;
-    let mut keys: Vec<Box<str>> = config_map
+/// The two maps of a ConfigMap whose key names are kept; their values are skipped unread.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigMapFields {
+    #[serde(default)]
+    data: Option<KeyNames>,
+    #[serde(default)]
+    binary_data: Option<KeyNames>,
+}
+
+/// The keys of one JSON object; the values are skipped unread (never copied, never kept).
+#[derive(Debug, Default)]
+struct KeyNames(Vec<Box<str>>);
+
+impl<'de> Deserialize<'de> for KeyNames {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
+            type Value = KeyNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyNames, A::Error> {
+                let mut keys = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key.into_boxed_str());
+                }
+                Ok(KeyNames(keys))
+            }
+        }
+        deserializer.deserialize_map(KeysVisitor)
+    }
+}
+
+/// The key names of a ConfigMap (`data` and `binaryData`), sorted and deduplicated, read from
+/// the object's fields beside its metadata without copying them into another tree; an error
+/// (with the field path) when they are not maps.
+pub fn decode_keys(object: &DynamicObject) -> Result<Keys, String> {
+    let fields: ConfigMapFields = serde_path_to_error::deserialize(&object.data)
+        .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+    let mut keys: Vec<Box<str>> = fields
         .data
-        .iter()
-        .flat_map(|d| d.keys())
-        .chain(config_map.binary_data.iter().flat_map(|d| d.keys()))
-        .map(|k| k.as_str().into())
+        .into_iter()
+        .chain(fields.binary_data)
+        .flat_map(|names| names.0)
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    Some(((namespace.into(), name.into()), keys.into()))
+    Ok(keys.into())
 }
 
-/// Applies watch events to a [`ConfigMapIndex`]; plain and synchronous, so tests feed it.
-#[derive(Debug)]
-pub struct ConfigMapSync {
-    index: Arc<ConfigMapIndex>,
-    buffer: Option<HashMap<Key, Arc<[Box<str>]>>>,
-}
+/// The ConfigMap watch's side of the [`driver`](super::driver): items are keys with their
+/// object's key.
+impl WatchIndex for ConfigMapIndex {
+    type Item = (ObjectKey, Keys);
+    type Error = std::convert::Infallible;
 
-impl ConfigMapSync {
-    /// Feeds `index`.
-    pub fn new(index: Arc<ConfigMapIndex>) -> Self {
-        Self {
-            index,
-            buffer: None,
+    fn resource(&self) -> ApiResource {
+        ApiResource::erase::<ConfigMap>(&())
+    }
+
+    fn decode(&self, key: ObjectKey, object: DynamicObject) -> Result<Self::Item, SkipReason> {
+        match decode_keys(&object) {
+            Ok(keys) => Ok((key, keys)),
+            Err(message) => Err(key.undecodable("ConfigMap", message)),
         }
     }
 
-    /// Applies one event. A re-list (Init … InitDone) replaces the whole index, so
-    /// ConfigMaps deleted while the watch was down disappear.
-    pub fn handle(&mut self, event: Event<DynamicObject>) {
-        match event {
-            Event::Init => self.buffer = Some(HashMap::new()),
-            Event::InitApply(object) => {
-                if let (Some(buffer), Some((key, keys))) = (self.buffer.as_mut(), decode(object)) {
-                    buffer.insert(key, keys);
-                }
-            }
-            Event::InitDone => {
-                if let Some(buffer) = self.buffer.take() {
-                    *self.index.write() = buffer;
-                    self.index.ready.store(true, Ordering::Release);
-                }
-            }
-            Event::Apply(object) => {
-                if let Some((key, keys)) = decode(object) {
-                    self.index.write().insert(key, keys);
-                }
-            }
-            Event::Delete(object) => {
-                let namespace = object.metadata.namespace.clone().unwrap_or_default();
-                let name = object.metadata.name.clone().unwrap_or_default();
-                self.index
-                    .write()
-                    .remove(&(namespace.into_boxed_str(), name.into_boxed_str()));
-            }
-        }
+    fn apply(&self, (key, keys): Self::Item) -> Result<(), Self::Error> {
+        self.keys.insert(&key, keys);
+        Ok(())
+    }
+
+    fn delete(&self, key: &ObjectKey) {
+        self.keys.remove(key);
+    }
+
+    fn reset(&self, scope: &ListScope, items: Vec<Self::Item>) -> Vec<Self::Error> {
+        self.keys.replace(scope, items);
+        Vec::new()
+    }
+
+    fn mark_ready(&self) {
+        self.keys.mark_ready();
+    }
+
+    fn is_ready(&self) -> bool {
+        self.keys.is_ready()
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
-/// Watches ConfigMaps in all namespaces until the process ends; the API server going away
-/// is not fatal (backoff and re-list).
-pub async fn run(client: kube::Client, mut sync: ConfigMapSync) {
-    let resource = ApiResource::erase::<ConfigMap>(&());
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
-    let config = watcher::Config::default()
-        .any_semantic()
-        .timeout(super::watch::WATCH_TIMEOUT_SECS);
-    let mut events = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(item) = events.next().await {
-        match item {
-            Ok(event) => sync.handle(event),
-            Err(error) => tracing::warn!(%error, "ConfigMap watch failed; retrying"),
-        }
-    }
-}
+/// The driver of the ConfigMap watch (all namespaces).
+pub type ConfigMapSync = super::driver::WatchDriver<ConfigMapIndex>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::watcher::Event;
     use serde_json::json;
 
     fn config_map(ns: &str, name: &str, data: serde_json::Value) -> DynamicObject {
@@ -165,34 +174,43 @@ mod tests {
     #[test]
     fn list_apply_delete_and_relist() {
         let index = Arc::new(ConfigMapIndex::new());
-        let mut sync = ConfigMapSync::new(index.clone());
-        sync.handle(Event::Init);
-        sync.handle(Event::InitApply(config_map(
-            "a",
-            "gpu",
-            json!({"NVIDIA_VISIBLE_DEVICES": "all", "B": "1"}),
-        )));
-        sync.handle(Event::InitApply(config_map("a", "gone", json!({"X": "1"}))));
+        let mut sync = ConfigMapSync::cluster_wide(index.clone());
+        sync.handle(0, Event::Init);
+        sync.handle(
+            0,
+            Event::InitApply(config_map(
+                "a",
+                "gpu",
+                json!({"NVIDIA_VISIBLE_DEVICES": "all", "B": "1"}),
+            )),
+        );
+        sync.handle(
+            0,
+            Event::InitApply(config_map("a", "gone", json!({"X": "1"}))),
+        );
         assert!(!index.is_ready());
         assert_eq!(
             index.keys("a", "gpu"),
             None,
             "not published before InitDone"
         );
-        sync.handle(Event::InitDone);
+        sync.handle(0, Event::InitDone);
         assert!(index.is_ready());
         assert_eq!(
             index.keys("a", "gpu"),
             Some(vec!["B".to_string(), "NVIDIA_VISIBLE_DEVICES".to_string()])
         );
-        sync.handle(Event::Apply(config_map("b", "new", json!({"Y": "2"}))));
+        sync.handle(0, Event::Apply(config_map("b", "new", json!({"Y": "2"}))));
         assert_eq!(index.keys("b", "new"), Some(vec!["Y".to_string()]));
-        sync.handle(Event::Delete(config_map("b", "new", json!({}))));
+        sync.handle(0, Event::Delete(config_map("b", "new", json!({}))));
         assert_eq!(index.keys("b", "new"), None);
         // A re-list without `gone`: it disappears.
-        sync.handle(Event::Init);
-        sync.handle(Event::InitApply(config_map("a", "gpu", json!({"B": "1"}))));
-        sync.handle(Event::InitDone);
+        sync.handle(0, Event::Init);
+        sync.handle(
+            0,
+            Event::InitApply(config_map("a", "gpu", json!({"B": "1"}))),
+        );
+        sync.handle(0, Event::InitDone);
         assert_eq!(index.keys("a", "gone"), None);
         assert_eq!(index.keys("a", "gpu"), Some(vec!["B".to_string()]));
         assert_eq!(index.len(), 1);
@@ -206,7 +224,7 @@ mod tests {
             "binaryData": {"QAT0": "AAAA"},
         }))
         .expect("object");
-        let (_, keys) = decode(object).expect("decodes");
+        let keys = decode_keys(&object).expect("decodes");
         assert_eq!(&*keys, &["QAT0".into()] as &[Box<str>]);
         let garbage: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -214,6 +232,79 @@ mod tests {
             "data": "not a map",
         }))
         .expect("object");
-        assert!(decode(garbage).is_none());
+        let error = decode_keys(&garbage).expect_err("not a map");
+        assert!(error.starts_with("at `data`"), "{error}");
+    }
+
+    /// The ConfigMap watch has what the Service watch has: a re-list after `410 Gone`
+    /// replaces the index (dropping what was deleted meanwhile), restarts are counted, and the
+    /// connection goes stale until the list completes.
+    #[test]
+    fn a_relist_after_gone_replaces_the_index_and_counts_the_restart() {
+        use super::super::status::Freshness;
+        let index = Arc::new(ConfigMapIndex::new());
+        let mut sync = ConfigMapSync::cluster_wide(index.clone());
+        let status = sync.status();
+        sync.handle(0, Event::Init);
+        sync.handle(
+            0,
+            Event::InitApply(config_map("a", "gone", json!({"X": "1"}))),
+        );
+        sync.handle(
+            0,
+            Event::InitApply(config_map("a", "kept", json!({"Y": "1"}))),
+        );
+        sync.handle(0, Event::InitDone);
+        assert_eq!(status.connection().freshness(), Freshness::Connected);
+        sync.restarted(0, &"410 Gone: too old resource version");
+        assert_eq!(status.counters().restarts(), 1);
+        assert!(matches!(
+            status.connection().freshness(),
+            Freshness::Disconnected { .. }
+        ));
+        sync.handle(0, Event::Init);
+        sync.handle(
+            0,
+            Event::InitApply(config_map("a", "kept", json!({"Y": "1"}))),
+        );
+        assert!(
+            index.keys("a", "gone").is_some(),
+            "served until the list is done"
+        );
+        sync.handle(0, Event::InitDone);
+        assert_eq!(index.keys("a", "gone"), None);
+        assert_eq!(index.keys("a", "kept"), Some(vec!["Y".to_string()]));
+        assert_eq!(status.connection().freshness(), Freshness::Connected);
+        assert_eq!(status.counters().events(), 3);
+        assert_eq!(status.resource(), "configmaps");
+    }
+
+    /// An update that no longer decodes removes the stale keys (as for Services), and is
+    /// counted as skipped instead of being dropped without a trace.
+    #[test]
+    fn an_undecodable_update_removes_the_stale_keys() {
+        let index = Arc::new(ConfigMapIndex::new());
+        let mut sync = ConfigMapSync::cluster_wide(index.clone());
+        sync.handle(0, Event::Init);
+        sync.handle(0, Event::InitDone);
+        sync.handle(0, Event::Apply(config_map("a", "m", json!({"X": "1"}))));
+        assert!(index.keys("a", "m").is_some());
+        sync.handle(0, Event::Apply(config_map("a", "m", json!("not a map"))));
+        assert_eq!(index.keys("a", "m"), None);
+        assert_eq!(sync.status().counters().skipped(), 1);
+    }
+
+    /// An `InitApply` without `Init` (kube-runtime never sends one, but) used to be dropped
+    /// silently, so the next `InitDone` replaced the index without it. Now it starts the list.
+    #[test]
+    fn an_init_apply_without_init_starts_a_list_instead_of_being_dropped() {
+        let index = Arc::new(ConfigMapIndex::new());
+        let mut sync = ConfigMapSync::cluster_wide(index.clone());
+        sync.handle(0, Event::InitApply(config_map("a", "m", json!({"X": "1"}))));
+        assert_eq!(index.keys("a", "m"), None, "not published before InitDone");
+        sync.handle(0, Event::InitDone);
+        assert!(index.is_ready());
+        assert_eq!(index.keys("a", "m"), Some(vec!["X".to_string()]));
+        assert_eq!(sync.status().counters().events(), 1);
     }
 }

@@ -1,9 +1,19 @@
-//! The fields of a Service that the kubelet reads, deserialized straight from JSON or YAML.
+//! The fields of a Service that the kubelet reads, deserialized into small types instead of a
+//! full `k8s_openapi` `Service`: every other field is skipped while decoding.
 //!
-//! Both the static file loader and the watcher decode into these small types instead of a
-//! full `k8s_openapi` `Service` (or a `serde_json::Value` tree): every other field is skipped
-//! while parsing, so a file of 100,000 Services never exists as 100,000 object trees, and a
-//! watch event costs one pass over its `spec`.
+//! How many passes that is depends on the source:
+//! - **Static JSON files** decode straight from the text, a list item by item: a file of
+//!   100,000 Services never exists as 100,000 object trees. (YAML documents are parsed into
+//!   a tree first, then decoded from it.)
+//! - **Watch events** arrive as kube-runtime's `DynamicObject`, already decoded whole: typed
+//!   metadata and the rest (`spec`, `status`) as a `serde_json::Value` tree (a list page is
+//!   even buffered once more by kube-core's `ObjectList`, whose type fields are flattened).
+//!   These types then read `spec`'s cluster IP and ports from that tree, skipping the rest
+//!   without copying it, so a watch event costs kube's decode plus a walk of its `spec`.
+//!   Watching a partial typed object instead would not remove the list's buffering, and would
+//!   turn one malformed Service into a failed list or watch (a decode error fails the whole
+//!   response, the watcher restarts and re-lists into the same error), where today that
+//!   Service alone is skipped and counted.
 
 use std::marker::PhantomData;
 

@@ -23,15 +23,15 @@ use axum::http::StatusCode;
 
 use crate::catalog::Catalog;
 use crate::catalog::configmaps::ConfigMapIndex;
-use crate::catalog::watch::{Freshness, WatchCounters};
+use crate::catalog::watch::{Freshness, WatchStatus};
 
 /// What `/readyz` looks at.
 #[derive(Debug, Clone)]
 pub struct Readiness {
     /// The catalog (ready after its first full list).
     pub catalog: Arc<Catalog>,
-    /// The watchers' state (a fresh value: a static catalog).
-    pub watch: Arc<WatchCounters>,
+    /// The Service watch's status (a fresh value: a static catalog).
+    pub watch: Arc<WatchStatus>,
     /// `--max-staleness`: unready once the watch has been down for longer (`None`: never).
     pub max_staleness: Option<Duration>,
     /// With `reserved.checkConfigMaps`: ready only after the first ConfigMap list too.
@@ -51,7 +51,7 @@ pub async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, String) 
         .is_none_or(|index| index.is_ready());
     assess(
         readiness.catalog.is_ready() && config_maps_ready,
-        readiness.watch.freshness(),
+        readiness.watch.connection().freshness(),
         readiness.max_staleness,
     )
 }

@@ -22,8 +22,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::catalog::Catalog;
-use crate::catalog::watch::WatchCounters;
+use crate::catalog::watch::WatchStatus;
 use crate::http::health;
+use crate::http::router::Endpoint;
 use crate::http::tls::ReloadStats;
 
 /// Upper bounds of the latency histogram, in seconds. A review normally takes tens to
@@ -43,25 +44,6 @@ const VARIABLE_BUCKETS: [f64; 11] = [
 type RequestLabels = [(&'static str, &'static str); 2];
 type EndpointLabels = [(&'static str, &'static str); 1];
 
-/// The admission endpoints, as metric and log labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /mutate`.
-    Mutate,
-    /// `POST /validate`.
-    Validate,
-}
-
-impl Endpoint {
-    /// `mutate` or `validate`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Mutate => "mutate",
-            Endpoint::Validate => "validate",
-        }
-    }
-}
-
 /// The registry and the metrics updated on the request path.
 #[derive(Debug)]
 pub struct Metrics {
@@ -75,14 +57,44 @@ pub struct Metrics {
 #[derive(Debug)]
 struct StateCollector {
     catalog: Arc<Catalog>,
-    watch: Arc<WatchCounters>,
+    watch: Arc<WatchStatus>,
     tls: Arc<ReloadStats>,
 }
 
+/// Where [`Metrics`] reads the figures it exports at scrape time; each is owned and updated
+/// elsewhere.
+#[derive(Debug, Clone)]
+pub struct ScrapeSources {
+    /// The Service catalog (sizes, readiness).
+    pub catalog: Arc<Catalog>,
+    /// The Service watch's status (restarts, events, connection, freshness); fresh (all
+    /// zero) for a static catalog.
+    pub watch: Arc<WatchStatus>,
+    /// Certificate reloads and the serving certificate's expiry; fresh (all zero) with no
+    /// reload (`--dev`).
+    pub tls: Arc<ReloadStats>,
+}
+
+impl ScrapeSources {
+    /// A catalog with no watch (static: always current) and no certificate reloads (`--dev`,
+    /// tests).
+    pub fn catalog(catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            watch: Arc::default(),
+            tls: Arc::default(),
+        }
+    }
+}
+
 impl Metrics {
-    /// Registers every metric. `watch` and `tls` may be fresh (all zero) when there is no
-    /// watch (static catalog) or no reload (`--dev`).
-    pub fn new(catalog: Arc<Catalog>, watch: Arc<WatchCounters>, tls: Arc<ReloadStats>) -> Self {
+    /// Registers every metric.
+    pub fn new(sources: ScrapeSources) -> Self {
+        let ScrapeSources {
+            catalog,
+            watch,
+            tls,
+        } = sources;
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -135,6 +147,11 @@ impl Metrics {
         self.injected.observe(variables as f64);
     }
 
+    /// Adds figures read at scrape time by their owner (the periodic audit's findings).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -173,17 +190,17 @@ impl Collector for StateCollector {
             (
                 "envlink_watch_restarts",
                 "Times a Service watch failed and was restarted with backoff",
-                self.watch.restarts(),
+                self.watch.counters().restarts(),
             ),
             (
                 "envlink_watch_events",
                 "Service watch events received",
-                self.watch.events(),
+                self.watch.counters().events(),
             ),
             (
                 "envlink_watch_skipped",
                 "Watched Services left out because they do not decode",
-                self.watch.skipped(),
+                self.watch.counters().skipped(),
             ),
         ];
         for (name, help, value) in counters {
@@ -191,8 +208,8 @@ impl Collector for StateCollector {
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
-        let freshness = self.watch.freshness();
-        let connected = ConstGauge::new(i64::from(self.watch.is_connected()));
+        let freshness = self.watch.connection().freshness();
+        let connected = ConstGauge::new(i64::from(self.watch.connection().is_connected()));
         let metric = encoder.encode_descriptor(
             "envlink_watch_connected",
             "1 while every Service watch is connected (always 1 for a static catalog); 0 while \
@@ -210,6 +227,13 @@ impl Collector for StateCollector {
             staleness.metric_type(),
         )?;
         staleness.encode(metric)?;
+        self.encode_tls(&mut encoder)
+    }
+}
+
+impl StateCollector {
+    /// The certificate figures: reloads by result, and the expiry once known.
+    fn encode_tls(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "envlink_tls_reloads",
             "Certificate reloads after the files changed, by result",
@@ -223,6 +247,19 @@ impl Collector for StateCollector {
             let labels = [("result", result)];
             let metric = family.encode_family(&labels)?;
             ConstCounter::new(value).encode(metric)?;
+        }
+        // Left out until a certificate's expiry is known, rather than exported as 0, which
+        // an expiry alert would read as "expired in 1970".
+        if let Some(not_after) = self.tls.not_after() {
+            let expiry = ConstGauge::new(not_after);
+            let metric = encoder.encode_descriptor(
+                "envlink_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the serving certificate in use, as Unix time; updated on every \
+                 (re)load",
+                None,
+                expiry.metric_type(),
+            )?;
+            expiry.encode(metric)?;
         }
         Ok(())
     }
@@ -279,7 +316,26 @@ mod tests {
         let (catalog, _) = Catalog::from_links(Vec::new());
         let tls = Arc::new(ReloadStats::default());
         tls.record(false);
-        let m = Metrics::new(Arc::new(catalog), Arc::default(), tls);
+        let m = Metrics::new(ScrapeSources {
+            tls: tls.clone(),
+            ..ScrapeSources::catalog(Arc::new(catalog))
+        });
+        assert!(
+            !m.encode()
+                .expect("encode")
+                .contains("envlink_tls_certificate_expiry_timestamp_seconds"),
+            "no expiry gauge before a certificate is known"
+        );
+        let dev = crate::http::tls::generate_dev_certificates().expect("dev certs");
+        let key = crate::http::tls::certified_key_from_pem(
+            dev.cert_pem.as_bytes(),
+            dev.key_pem.as_bytes(),
+            "c",
+            "k",
+        )
+        .expect("key");
+        tls.observe_certificate(&key);
+        let not_after = tls.not_after().expect("expiry known");
         m.observe_review(Endpoint::Mutate, "patched", Duration::from_micros(120));
         m.observe_injected(12);
         let text = m.encode().expect("encode");
@@ -296,8 +352,11 @@ mod tests {
             "envlink_tls_reloads_total{result=\"failure\"} 1",
             "envlink_watch_connected 1",
             "envlink_catalog_staleness_seconds 0.0",
+            "# TYPE envlink_tls_certificate_expiry_timestamp_seconds gauge",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
+        let expiry = format!("\nenvlink_tls_certificate_expiry_timestamp_seconds {not_after}\n");
+        assert!(text.contains(&expiry), "missing {expiry:?} in\n{text}");
     }
 }

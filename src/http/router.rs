@@ -7,6 +7,7 @@
 //! | wrong `Content-Type` (not `application/json`, optionally `; charset=utf-8`) | HTTP 415 |
 //! | body over `--max-body-bytes` | HTTP 413 |
 //! | body not received within `--request-timeout` | HTTP 408 |
+//! | no room in the in-flight body budget, no decision slot, or no decision, within `--request-timeout` | HTTP 503 |
 //! | body not UTF-8, not JSON, not an object, not `admission.k8s.io/v1` `AdmissionReview`, no `request`, or a `request` that does not decode | HTTP 400 with a short `Status` JSON — **but** when a non-empty `request.uid` can be read from the JSON, HTTP 200 with an AdmissionReview echoing the uid, `allowed: false`, status code 400 and the same message |
 //! | a review whose object the policy cannot use (`Verdict::Invalid`) | HTTP 200, `allowed: false`, status code 400 |
 //! | a denial (`Verdict::Deny`) | HTTP 200, `allowed: false`, status code 403 |
@@ -18,36 +19,57 @@
 //! whose uid is known is always answered in the AdmissionReview form, so the API server's
 //! error names envlink's reason instead of a bare HTTP status. Messages describe the input
 //! only; internal error text is logged, never sent.
+//!
+//! The body limit and the deadline are written here rather than taken from tower-http
+//! (`RequestBodyLimitLayer`, `TimeoutLayer`), because the answers above are not theirs:
+//! those layers answer 413 and 408 with their own plain-text bodies, not the `Status` JSON
+//! with envlink's message; a timeout there drops the handler, while here one deadline
+//! covers the body (408), the wait for the budgets and the decision (503), and a decision
+//! on the blocking pool runs on holding its budget; the body is counted against the
+//! in-flight budget (`--max-inflight-body-bytes`) as it is read; and on HTTP/2 an early
+//! answer first drains the rest of the body (see `receive`).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use kube::core::admission::{AdmissionResponse, Operation as KubeOperation};
-use kube::core::{GroupVersionKind, Status};
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use http_body_util::BodyExt;
+use kube::core::{ListMeta, Status};
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::admission::{self, Decision, Operation, Verdict};
 use crate::http::AppState;
 use crate::http::health;
-use crate::http::metrics::Endpoint;
+use crate::http::wire::{self, IncomingRequest, OutgoingResponse, Rejection};
+use crate::text;
 
-/// The only review version envlink speaks.
-const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
-const REVIEW_KIND: &str = "AdmissionReview";
+/// The admission endpoints, as routes and as metric and log labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /mutate`.
+    Mutate,
+    /// `POST /validate`.
+    Validate,
+}
 
-/// Longest piece of caller-supplied text repeated in an error message.
-const ECHO_LIMIT: usize = 200;
+impl Endpoint {
+    /// `mutate` or `validate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
 
 /// The HTTPS router: `POST /mutate`, `POST /validate`, `GET /healthz`, `GET /readyz`.
 pub fn router(state: AppState) -> Router {
@@ -100,18 +122,26 @@ impl HttpError {
             StatusCode::REQUEST_TIMEOUT => "Timeout",
             StatusCode::PAYLOAD_TOO_LARGE => "RequestEntityTooLarge",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+            StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
             _ => "InternalError",
         };
-        let body = serde_json::json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": reason,
-            "code": self.status.as_u16(),
-        });
-        // A `Value` of strings and numbers always serialises.
+        let mut status = Status::failure(&self.message, reason).with_code(self.status.as_u16());
+        status.metadata = Some(ListMeta::default());
+        // kube-core's `Status` leaves out the type fields a top-level object carries.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct TopLevel<'a> {
+            kind: &'static str,
+            api_version: &'static str,
+            #[serde(flatten)]
+            status: &'a Status,
+        }
+        let body = TopLevel {
+            kind: "Status",
+            api_version: "v1",
+            status: &status,
+        };
+        // Strings and numbers always serialise.
         serde_json::to_vec(&body).unwrap_or_default()
     }
 }
@@ -124,24 +154,16 @@ struct Reply {
 
 async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Response {
     let started = Instant::now();
+    // One deadline for the whole review, from its request head on: the body, the wait for
+    // the budgets and the decision all come out of it.
+    let deadline = tokio::time::Instant::now() + state.limits.request_timeout;
     // The span carries what identifies the review for any line logged while answering it;
     // the rest goes on the one `review answered` event. (Every `record` on a span makes the
     // formatter re-render its fields: a handful per review was a tenth of the request path.)
     let span = tracing::info_span!("review", endpoint = endpoint.as_str(), uid = Empty);
-    let limits = state.limits;
-    let mut summary = Summary::default();
-    let result = async {
-        check_headers(request.headers(), limits.max_body_bytes)?;
-        let body = read_body(
-            request.into_body(),
-            limits.max_body_bytes,
-            limits.request_timeout,
-        )
-        .await?;
-        answer(&state, endpoint, &body, &mut summary)
-    }
-    .instrument(span.clone())
-    .await;
+    let (result, summary) = receive(state.clone(), endpoint, request, deadline)
+        .instrument(span.clone())
+        .await;
     let elapsed = started.elapsed();
     if let Err(error) = &result {
         span.in_scope(|| {
@@ -162,6 +184,9 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     )
         .into_response();
     state.metrics.observe_review(endpoint, label, elapsed);
+    if let Some(variables) = summary.injected {
+        state.metrics.observe_injected(variables);
+    }
     span.in_scope(|| {
         tracing::info!(
             namespace = summary.namespace,
@@ -178,8 +203,134 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     response
 }
 
+/// Reads the body and has it decided, within `deadline`.
+async fn receive(
+    state: AppState,
+    endpoint: Endpoint,
+    request: Request,
+    deadline: tokio::time::Instant,
+) -> (Result<Reply, HttpError>, Summary) {
+    let limits = state.limits;
+    let (parts, body) = request.into_parts();
+    // On HTTP/2 an answer sent before the client has finished sending its body is followed
+    // by RST_STREAM(NO_ERROR), which some clients (curl) report as a framing error instead
+    // of showing the answer. So before an early answer the rest of the body is read and
+    // thrown away (costing no memory), up to twice `max_body_bytes` in all and within the
+    // deadline; a client that sends more than that gets the answer and a reset (RFC 9113
+    // allows it). HTTP/1.1 needs none of it: hyper closes the connection after such an
+    // answer, and a client that waits for `100 Continue` must not be made to send a body
+    // that is refused.
+    let drain = parts.version == Version::HTTP_2;
+    let declared = match check_headers(&parts.headers, limits.max_body_bytes) {
+        Ok(declared) => declared,
+        Err(error) => {
+            let beyond_any_drain = error.status == StatusCode::PAYLOAD_TOO_LARGE
+                && declared_length(&parts.headers)
+                    .is_some_and(|n| n > 2 * limits.max_body_bytes as u64);
+            if drain && !beyond_any_drain {
+                discard(body, 2 * limits.max_body_bytes, deadline).await;
+            }
+            return (Err(error), Summary::default());
+        }
+    };
+    let budget = state.budgets.body_bytes.clone();
+    let body = match read_body(
+        body,
+        &budget,
+        declared,
+        limits.max_body_bytes,
+        (deadline, limits.request_timeout),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(Refused { error, rest }) => {
+            if let (true, Some(rest)) = (drain, rest) {
+                discard(rest, limits.max_body_bytes, deadline).await;
+            }
+            return (Err(error), Summary::default());
+        }
+    };
+    decide(state, endpoint, body, deadline).await
+}
+
+/// Bodies up to this size are decided on the async worker that read them; larger ones on
+/// the blocking pool. The decision is linear in its input, so a review this small is decided
+/// in well under a millisecond, and the hop to the blocking pool (a thread wake-up each way:
+/// measured at 10–20 µs on a loaded 2-core machine, as much as the whole in-process request
+/// path of a typical review) would cost more than it protects. Ordinary reviews from the API
+/// server are a few KiB to a few tens of KiB.
+const INLINE_DECISION_BYTES: usize = 64 * 1024;
+
+/// Decides a review, at most `--max-concurrent-reviews` at once and within the deadline. A
+/// large one runs on the blocking pool, so a review that is expensive to decide cannot hold
+/// up the async workers that answer `/healthz`, `/readyz` and read other reviews' bodies;
+/// a small one runs inline (see [`INLINE_DECISION_BYTES`]).
+///
+/// A blocking task cannot be cancelled: when the deadline passes first, the caller gets 503
+/// at once, but the decision runs on to its end, keeping its decision slot and its body
+/// bytes until then, so the bound on work in progress holds even for reviews nobody waits
+/// for any more. (The decision is linear in its input, so this is a backstop.)
+async fn decide(
+    state: AppState,
+    endpoint: Endpoint,
+    body: ReadBody,
+    deadline: tokio::time::Instant,
+) -> (Result<Reply, HttpError>, Summary) {
+    let timeout_ms = state.limits.request_timeout.as_millis();
+    let busy = |why: &str| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "envlink: the review could not be decided within the request timeout \
+                 ({timeout_ms} ms): {why}; the webhook's failurePolicy applies"
+            ),
+        )
+    };
+    let decisions = state.budgets.decisions.clone();
+    let slot = match tokio::time::timeout_at(deadline, decisions.acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        // Closed: never, the semaphore lives as long as the state.
+        Ok(Err(_)) | Err(_) => {
+            let why = "too many reviews at once (--max-concurrent-reviews)";
+            return (Err(busy(why)), Summary::default());
+        }
+    };
+    if body.bytes.len() <= INLINE_DECISION_BYTES {
+        let _held = (slot, body.permit);
+        let mut summary = Summary::default();
+        let result = answer(&state, endpoint, &body.bytes, &mut summary);
+        return (result, summary);
+    }
+    let span = tracing::Span::current();
+    let task_state = state.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        // Both held until the work is really over (see above).
+        let _held = (slot, body.permit);
+        let mut summary = Summary::default();
+        let result = span.in_scope(|| answer(&task_state, endpoint, &body.bytes, &mut summary));
+        (result, summary)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(error)) => (
+            Err(HttpError::internal("the decision task failed", &error)),
+            Summary::default(),
+        ),
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms =
+                    u64::try_from(state.limits.request_timeout.as_millis()).unwrap_or(u64::MAX),
+                "a review was not decided within the request timeout; answered 503, the \
+                 decision runs on in the background"
+            );
+            (Err(busy("deciding it took too long")), Summary::default())
+        }
+    }
+}
+
 /// What the `review answered` line says about the object (empty when the body was not a
-/// readable review).
+/// readable review), and what the handler records in the metrics beyond the label.
 #[derive(Debug, Default)]
 struct Summary {
     namespace: String,
@@ -187,6 +338,32 @@ struct Summary {
     operation: &'static str,
     kind: String,
     patch_bytes: u64,
+    /// Variables injected, when this answer injects them.
+    injected: Option<usize>,
+}
+
+impl Summary {
+    /// Names in the log line are clipped: a hostile caller may send megabytes in them.
+    fn describe(&mut self, request: &IncomingRequest<'_>) {
+        let clip = |text: &str| text::clip(text, text::ECHO_LIMIT).into_owned();
+        self.namespace = clip(request.namespace.as_deref().unwrap_or(""));
+        self.object_name = clip(&request.name);
+        self.operation = operation_name(&request.operation);
+        self.kind = if request.kind.group.is_empty() {
+            clip(&request.kind.kind)
+        } else {
+            format!("{}/{}", clip(&request.kind.group), clip(&request.kind.kind))
+        };
+    }
+}
+
+fn operation_name(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 /// What envlink answers to one complete review body: the HTTP status, the JSON body and the
@@ -220,28 +397,35 @@ impl ReviewAnswer {
 
 /// The request path after the HTTP edge (content type, size limit and deadline already
 /// passed): decode the review, decide, encode the answer. Exactly what the `/mutate` and
-/// `/validate` handlers send for this body; pure apart from the metrics it updates, so the
-/// fuzz targets and tests call it directly.
+/// `/validate` handlers send for this body. It updates no metrics (the handlers record the
+/// label, the latency and the injected count from what it returns) and takes no budget or
+/// slot; it reads the catalog and logs under the current span. So the fuzz targets, benches
+/// and tests call it directly.
 pub fn handle_review(state: &AppState, endpoint: Endpoint, body: &[u8]) -> ReviewAnswer {
     ReviewAnswer::new(answer(state, endpoint, body, &mut Summary::default()))
 }
 
-/// Content type and declared length, before any of the body is read.
-fn check_headers(headers: &HeaderMap, max_body_bytes: usize) -> Result<(), HttpError> {
+/// Content type and declared length, before any of the body is read; the declared length
+/// when there is one.
+fn check_headers(headers: &HeaderMap, max_body_bytes: usize) -> Result<Option<u64>, HttpError> {
     if !is_json(headers.get(header::CONTENT_TYPE)) {
         return Err(HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "envlink: Content-Type must be application/json",
         ));
     }
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > max_body_bytes as u64) {
         return Err(too_large(max_body_bytes));
     }
-    Ok(())
+    Ok(declared)
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// `application/json`, with at most a `charset=utf-8` parameter (JSON is UTF-8 by RFC 8259).
@@ -269,39 +453,122 @@ fn too_large(max_body_bytes: usize) -> HttpError {
     )
 }
 
-/// Reads the body within the size limit and the deadline: a client that never finishes its
-/// body gets 408 instead of holding the connection.
-async fn read_body(
-    body: Body,
-    max_body_bytes: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, HttpError> {
-    match tokio::time::timeout(timeout, Limited::new(body, max_body_bytes).collect()).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(too_large(max_body_bytes))
-        }
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "request body could not be read");
-            Err(HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "envlink: the request body could not be read",
-            ))
-        }
-        Err(_) => Err(HttpError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "envlink: the request body did not arrive within {} ms",
-                timeout.as_millis()
-            ),
-        )),
+/// A request body read in full, and its share of the in-flight body budget.
+struct ReadBody {
+    bytes: Vec<u8>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Why a body was not read, and the unread rest of it when there is one.
+struct Refused {
+    error: HttpError,
+    rest: Option<Body>,
+}
+
+impl From<HttpError> for Refused {
+    fn from(error: HttpError) -> Self {
+        Self { error, rest: None }
     }
 }
 
-/// Why a body is not a usable review; `uid` is set when one could be read.
-struct Rejection {
-    uid: Option<String>,
-    message: String,
+/// Reads the body within the size limit and the deadline, after taking its share of the
+/// in-flight body budget: the declared length, or — without one — the largest body allowed,
+/// trimmed to what was read once it is in. One acquisition per request, never more while
+/// holding some: two bodies each holding part of the budget and waiting for the rest could
+/// otherwise block each other until the deadline. (The API server always declares the
+/// length.) A client that never finishes its body gets 408 instead of holding the
+/// connection; a budget that does not free up in time gets 503.
+async fn read_body(
+    mut body: Body,
+    budget: &Arc<Semaphore>,
+    declared: Option<u64>,
+    max_body_bytes: usize,
+    (deadline, request_timeout): (tokio::time::Instant, std::time::Duration),
+) -> Result<ReadBody, Refused> {
+    // `check_headers` has refused a declared length over the limit.
+    let share = declared.map_or(max_body_bytes, |n| {
+        usize::try_from(n).map_or(max_body_bytes, |n| n.min(max_body_bytes))
+    });
+    let mut permit = match tokio::time::timeout_at(deadline, reserve_bytes(budget, share)).await {
+        Ok(Some(permit)) => permit,
+        Ok(None) | Err(_) => {
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "envlink: too many request bodies in flight (--max-inflight-body-bytes); the \
+                 webhook's failurePolicy applies",
+            )
+            .into());
+        }
+    };
+    let mut bytes: Vec<u8> = Vec::with_capacity(declared.map_or(0, |_| share));
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                return Err(HttpError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "envlink: the request body did not arrive within {} ms",
+                        request_timeout.as_millis()
+                    ),
+                )
+                .into());
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "request body could not be read");
+                return Err(HttpError::new(
+                    StatusCode::BAD_REQUEST,
+                    "envlink: the request body could not be read",
+                )
+                .into());
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            // Trailers: nothing envlink reads.
+            continue;
+        };
+        if bytes.len() + data.len() > max_body_bytes {
+            return Err(Refused {
+                error: too_large(max_body_bytes),
+                rest: Some(body),
+            });
+        }
+        // Amortised doubling, never past the limit (so never past the share either, for a
+        // body without a declared length; one with it is allocated at once).
+        if bytes.len() + data.len() > bytes.capacity() {
+            let grown = (bytes.len() + data.len())
+                .max(bytes.capacity() * 2)
+                .min(max_body_bytes);
+            bytes.reserve_exact(grown - bytes.len());
+        }
+        bytes.extend_from_slice(&data);
+    }
+    // Back to the budget: what was reserved beyond the buffer actually held.
+    let excess = permit.num_permits().saturating_sub(bytes.capacity());
+    drop(permit.split(excess));
+    Ok(ReadBody { bytes, permit })
+}
+
+/// `bytes` permits of the body budget (`None`: closed, which it never is).
+async fn reserve_bytes(budget: &Arc<Semaphore>, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    // `acquire_many` counts in u32; bodies are far smaller (`--max-body-bytes` ≤ 1 GiB).
+    let bytes = u32::try_from(bytes).ok()?;
+    budget.clone().acquire_many_owned(bytes).await.ok()
+}
+
+/// Reads and drops up to `limit` bytes of a body that will not be used, within `deadline`.
+async fn discard(mut body: Body, limit: usize, deadline: tokio::time::Instant) {
+    let mut seen = 0usize;
+    while seen <= limit {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+            }
+            // The end, a broken body, or out of time.
+            _ => return,
+        }
+    }
 }
 
 /// The synchronous part: decode, decide, encode. No I/O and no lock held across it.
@@ -321,312 +588,90 @@ fn answer(
             ),
         )
     })?;
-    let request = match parse_review(text) {
+    let request = match wire::parse_review(text) {
         Ok(parsed) => parsed,
         Err(Rejection {
             uid: Some(uid),
             message,
         }) => {
             span.record("uid", uid.as_str());
-            return encode(invalid_response(&uid, &message), "invalid");
+            return encode(&OutgoingResponse::invalid(&uid, &message), "invalid");
         }
         Err(Rejection { uid: None, message }) => {
             return Err(HttpError::new(StatusCode::BAD_REQUEST, message));
         }
     };
-    let kind = &request.kind;
-    span.record("uid", request.uid.as_str());
-    summary
-        .namespace
-        .push_str(request.namespace.as_deref().unwrap_or(""));
-    summary.object_name.push_str(&request.name);
-    summary.operation = operation_name(&request.operation);
-    if !kind.group.is_empty() {
-        summary.kind.push_str(&kind.group);
-        summary.kind.push('/');
-    }
-    summary.kind.push_str(&kind.kind);
-
+    span.record("uid", request.uid.as_ref());
+    summary.describe(&request);
     let input = admission::Request {
-        operation: operation(&request.operation),
-        group: &kind.group,
-        kind: &kind.kind,
+        operation: request.operation.clone(),
+        group: &request.kind.group,
+        kind: &request.kind.kind,
         sub_resource: request.sub_resource.as_deref(),
         namespace: request.namespace.as_deref().unwrap_or(""),
-        dry_run: request.dry_run,
-        object: request.object.as_ref(),
-        old_object: request.old_object.as_ref(),
+        object: request.object,
+        old_object: request.old_object,
     };
     let decision = match endpoint {
         Endpoint::Mutate => admission::mutate(
             &input,
-            &state.catalog,
+            &state.catalog.snapshot(),
             &state.policy,
-            state.config_maps.as_ref(),
+            state.lookups.as_ref(),
         ),
-        Endpoint::Validate => {
-            admission::validate(&input, &state.policy, state.config_maps.as_ref())
-        }
+        Endpoint::Validate => admission::validate(&input, &state.policy, state.lookups.as_ref()),
     };
+    let reply = respond(&request.uid, &decision, summary)?;
     // Only when this answer changes the Pod: a reinvocation on envlink's own output would
     // otherwise count the same Pod twice.
     if decision.injected.is_some() && !decision.patch.is_empty() {
-        state.metrics.observe_injected(decision.variables);
+        summary.injected = Some(decision.variables);
     }
+    Ok(reply)
+}
+
+/// Decision → the AdmissionReview sent, with the request's uid.
+fn respond(uid: &str, decision: &Decision, summary: &mut Summary) -> Result<Reply, HttpError> {
     let label = decision.label();
-    let response = to_response(&request.uid, decision)?;
-    summary.patch_bytes = response.patch.as_ref().map_or(0, |p| p.len() as u64);
-    encode(response, label)
-}
-
-/// The AdmissionReview as sent. kube-core's `AdmissionResponse` serialises its patch bytes
-/// as a JSON array of numbers; the API server accepts that, but the canonical encoding of
-/// Go's `[]byte` (what the API server and every Go webhook produce) is a base64 string,
-/// which is also 2–3 times smaller and faster to write. So the patch goes out as base64.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
-#[derive(Serialize)]
-struct WireResponse<'a> {
-    #[serde(flatten)]
-    response: &'a AdmissionResponse,
-}
-
-fn encode(mut response: AdmissionResponse, label: &'static str) -> Result<Reply, HttpError> {
-    let patch = response.patch.take();
-    let wire = WireReview {
-        api_version: REVIEW_API_VERSION,
-        kind: REVIEW_KIND,
-        response: WireResponse {
-            response: &response,
-        },
-    };
-    let mut body = Vec::with_capacity(512 + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4));
-    serde_json::to_writer(&mut body, &wire)
-        .map_err(|e| HttpError::internal("AdmissionReview does not serialise", &e))?;
-    if let Some(patch) = patch {
-        // A patch is up to a few hundred KiB; base64 never needs JSON escaping, so it is
-        // encoded straight into the body instead of through serde's string escaper (which
-        // was a quarter of the request path for large patches). The review ends in `}}`
-        // (the response object, then the review): the patch goes inside the first.
-        if !body.ends_with(b"}}") {
-            return Err(HttpError::internal(
-                "AdmissionReview does not serialise",
-                &"unexpected end of the serialised review",
-            ));
-        }
-        body.truncate(body.len() - 2);
-        body.extend_from_slice(br#","patch":""#);
-        let start = body.len();
-        let encoder = base64_simd::STANDARD;
-        body.resize(start + encoder.encoded_length(patch.len()), 0);
-        let written = encoder
-            .encode(&patch, base64_simd::Out::from_slice(&mut body[start..]))
-            .len();
-        body.truncate(start + written);
-        body.extend_from_slice(br#""}}"#);
-    }
-    Ok(Reply { body, label })
-}
-
-/// Decision → AdmissionResponse, with the request's uid and review version.
-fn to_response(uid: &str, decision: Decision) -> Result<AdmissionResponse, HttpError> {
-    let warnings = (!decision.warnings.is_empty()).then_some(decision.warnings);
-    let mut response = match decision.verdict {
-        Verdict::Allow if decision.patch.is_empty() => allowed_response(uid),
+    let patch;
+    let response = match &decision.verdict {
+        Verdict::Allow if decision.patch.is_empty() => OutgoingResponse::allowed(uid),
         Verdict::Allow => {
             // The plan writes its JSON straight from the catalog's variables (see
-            // `admission::patch`); an empty `with_patch` sets the patch type, which kube-core
-            // keeps private, and the bytes go in its place.
-            let bytes = decision
+            // `admission::patch`).
+            patch = decision
                 .patch
                 .to_json()
                 .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
-            let mut response = allowed_response(uid)
-                .with_patch(json_patch::Patch(Vec::new()))
-                .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
-            response.patch = Some(bytes);
-            response
+            OutgoingResponse::patched(uid, &patch)
         }
-        Verdict::Deny(message) => {
-            let mut response = allowed_response(uid).deny(&message);
-            response.result = Status::failure(&message, "Forbidden").with_code(403);
-            response
-        }
-        Verdict::Invalid(message) => invalid_response(uid, &message),
-    };
-    response.warnings = warnings;
-    Ok(response)
-}
-
-/// A judged-invalid answer: `allowed: false`, the uid echoed, status code 400.
-fn invalid_response(uid: &str, message: &str) -> AdmissionResponse {
-    let mut response = AdmissionResponse::invalid(message);
-    response.uid = uid.to_string();
-    response.result.code = 400;
-    response
-}
-
-/// What kube-core's `AdmissionResponse::from(&AdmissionRequest)` makes, for a request envlink
-/// decoded itself: allowed, the uid echoed, an empty result, no patch, no warnings.
-fn allowed_response(uid: &str) -> AdmissionResponse {
-    let mut response = AdmissionResponse::invalid("");
-    response.uid = uid.to_string();
-    response.allowed = true;
-    response.result = Status::default();
-    response
-}
-
-fn operation(op: &KubeOperation) -> Operation {
-    match op {
-        KubeOperation::Create => Operation::Create,
-        KubeOperation::Update => Operation::Update,
-        KubeOperation::Delete => Operation::Delete,
-        KubeOperation::Connect => Operation::Connect,
+        Verdict::Deny(message) => OutgoingResponse::denied(uid, message),
+        Verdict::Invalid(message) => OutgoingResponse::invalid(uid, message),
     }
+    .with_warnings(&decision.warnings);
+    summary.patch_bytes = response.patch_len() as u64;
+    encode(&response, label)
 }
 
-fn operation_name(op: &KubeOperation) -> &'static str {
-    match op {
-        KubeOperation::Create => "CREATE",
-        KubeOperation::Update => "UPDATE",
-        KubeOperation::Delete => "DELETE",
-        KubeOperation::Connect => "CONNECT",
-    }
-}
-
-/// What envlink reads of an `admission.k8s.io/v1` AdmissionReview's `request`, decoded
-/// straight from the body in one pass. `object` and `oldObject` stay JSON (the decision reads
-/// plain JSON); `resource` and `userInfo` are required, as kube-core's `AdmissionRequest`
-/// requires them, but skipped unread.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IncomingRequest {
-    uid: String,
-    kind: GroupVersionKind,
-    #[serde(rename = "resource")]
-    _resource: IgnoredAny,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-    operation: KubeOperation,
-    #[serde(rename = "userInfo")]
-    _user_info: IgnoredAny,
-    #[serde(default)]
-    object: Option<Value>,
-    #[serde(default)]
-    old_object: Option<Value>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// The review around it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IncomingReview {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    request: Option<IncomingRequest>,
-}
-
-/// A usable review: a v1 AdmissionReview with a request (`null` objects are `None`).
-fn parse_review(text: &str) -> Result<IncomingRequest, Rejection> {
-    if let Ok(review) = serde_json::from_str::<IncomingReview>(text)
-        && review.api_version == REVIEW_API_VERSION
-        && review.kind == REVIEW_KIND
-        && let Some(mut request) = review.request
-    {
-        request.object = request.object.filter(|o| !o.is_null());
-        request.old_object = request.old_object.filter(|o| !o.is_null());
-        return Ok(request);
-    }
-    Err(diagnose(text))
-}
-
-fn diagnose(text: &str) -> Rejection {
-    let no_uid = |message: String| Rejection { uid: None, message };
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
-        // serde_json's message describes the input ("EOF while parsing ... at line 1 column
-        // 20"), not envlink's internals.
-        Err(e) => return no_uid(format!("envlink: the request body is not valid JSON ({e})")),
-    };
-    let Some(object) = value.as_object() else {
-        return no_uid(format!(
-            "envlink: the request body is a JSON {}, not an AdmissionReview object",
-            json_type(&value)
-        ));
-    };
-    let uid = value
-        .pointer("/request/uid")
-        .and_then(Value::as_str)
-        .filter(|uid| !uid.is_empty())
-        .map(str::to_string);
-    let rejection = |message: String| Rejection {
-        uid: uid.clone(),
-        message,
-    };
-    let field = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or("");
-    let (api_version, kind) = (field("apiVersion"), field("kind"));
-    if api_version != REVIEW_API_VERSION || kind != REVIEW_KIND {
-        return rejection(format!(
-            "envlink: expected apiVersion {REVIEW_API_VERSION:?} and kind {REVIEW_KIND:?}, got \
-             apiVersion {:?} and kind {:?} (configure admissionReviewVersions: [v1])",
-            clip(api_version),
-            clip(kind)
-        ));
-    }
-    if object.get("request").is_none_or(Value::is_null) {
-        return rejection("envlink: the AdmissionReview has no `request`".into());
-    }
-    match serde_path_to_error::deserialize::<_, IncomingReview>(&value) {
-        Err(e) => rejection(format!(
-            "envlink: the AdmissionReview does not decode: at `{}`: {}",
-            clip(&e.path().to_string()),
-            clip(&e.inner().to_string())
-        )),
-        // Unreachable in practice: the fast path decoded nothing this decodes.
-        Ok(_) => rejection("envlink: the AdmissionReview could not be read".into()),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// At most [`ECHO_LIMIT`] bytes of caller-supplied text, cut at a character boundary.
-fn clip(text: &str) -> Cow<'_, str> {
-    if text.len() <= ECHO_LIMIT {
-        return Cow::Borrowed(text);
-    }
-    let mut end = ECHO_LIMIT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}...", &text[..end]))
+fn encode(response: &OutgoingResponse<'_>, label: &'static str) -> Result<Reply, HttpError> {
+    let body = response
+        .to_review_json()
+        .map_err(|e| HttpError::internal("AdmissionReview does not serialise", &e))?;
+    Ok(Reply { body, label })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_errors_are_metav1_status() {
+        let body = HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "too \"big\"").body();
+        assert_eq!(
+            String::from_utf8(body).expect("UTF-8"),
+            r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":413,"message":"too \"big\"","metadata":{},"reason":"RequestEntityTooLarge"}"#
+        );
+    }
 
     #[test]
     fn content_types() {
@@ -649,14 +694,5 @@ mod tests {
             assert!(!is_json(Some(&HeaderValue::from_static(text))), "{text}");
         }
         assert!(!is_json(None));
-    }
-
-    #[test]
-    fn clip_cuts_at_a_character_boundary() {
-        let long = "é".repeat(150);
-        let clipped = clip(&long);
-        assert!(clipped.len() <= ECHO_LIMIT + 3);
-        assert!(clipped.ends_with("..."));
-        assert_eq!(clip("short"), "short");
     }
 }

@@ -5,11 +5,16 @@
 //! symlink; file-watch APIs on the visible paths miss that, so envlink re-reads both files
 //! every `--tls-reload-interval` and compares bytes. A new pair that does not load (not PEM,
 //! key does not match, half-written) is refused and the old certificate stays in use.
+//!
+//! The served certificate's `notAfter` is kept for `envlink_tls_certificate_expiry_timestamp_seconds`,
+//! and the reloader's loop logs a warning (at most daily) once less than
+//! `--cert-expiry-warning` is left: an expired certificate under `failurePolicy: Fail` stops
+//! every Pod creation in the cluster, so the operator should hear about it days before.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -195,11 +200,28 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, TlsErr
     Ok(config)
 }
 
-/// Reload counts, for `envlink_tls_reloads_total`.
-#[derive(Debug, Default)]
+/// Reload counts (`envlink_tls_reloads_total`) and the served certificate's expiry
+/// (`envlink_tls_certificate_expiry_timestamp_seconds`), read at scrape time.
+#[derive(Debug)]
 pub struct ReloadStats {
     successes: AtomicU64,
     failures: AtomicU64,
+    /// `notAfter` of the served leaf certificate, Unix seconds; [`NOT_AFTER_UNKNOWN`] before
+    /// the first load or when the leaf did not parse.
+    not_after: AtomicI64,
+}
+
+/// No certificate expiry known (nothing loaded yet, or the leaf did not parse).
+const NOT_AFTER_UNKNOWN: i64 = i64::MIN;
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        Self {
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            not_after: AtomicI64::new(NOT_AFTER_UNKNOWN),
+        }
+    }
 }
 
 impl ReloadStats {
@@ -221,6 +243,120 @@ impl ReloadStats {
     /// Failed reloads (the old certificate stayed in use).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the expiry of `key`, the certificate now being served. Called on the first
+    /// load and on every successful reload, so the gauge always describes what clients get.
+    pub fn observe_certificate(&self, key: &CertifiedKey) {
+        let not_after = match leaf_not_after(key) {
+            Ok(t) => t,
+            Err(error) => {
+                // rustls accepted the certificate, so this does not stop serving; without a
+                // known expiry the gauge is left out rather than wrong.
+                tracing::warn!(%error, "cannot read the expiry of the TLS certificate");
+                NOT_AFTER_UNKNOWN
+            }
+        };
+        self.not_after.store(not_after, Ordering::Relaxed);
+    }
+
+    /// `notAfter` of the served certificate as Unix seconds, when known.
+    pub fn not_after(&self) -> Option<i64> {
+        let t = self.not_after.load(Ordering::Relaxed);
+        (t != NOT_AFTER_UNKNOWN).then_some(t)
+    }
+}
+
+/// `notAfter` of the leaf (the first certificate of the chain, the one rustls presents) as
+/// Unix seconds.
+pub fn leaf_not_after(key: &CertifiedKey) -> Result<i64, String> {
+    let leaf = key
+        .cert
+        .first()
+        .ok_or_else(|| "the certificate chain is empty".to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the leaf certificate does not parse as X.509: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// How often the expiry warning is repeated for the same certificate: daily, so it reaches
+/// whoever reads yesterday's logs without drowning them (the files are checked every 10 s).
+pub const EXPIRY_WARNING_REPEAT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Logs a warning when the served certificate has less than a threshold left: the first
+/// time it is seen within the threshold, then every [`EXPIRY_WARNING_REPEAT`]; a different
+/// certificate (another `notAfter`) is warned about at once.
+#[derive(Debug)]
+pub struct ExpiryWarning {
+    threshold: Duration,
+    /// The `notAfter` last warned about, and when (monotonic, so a clock step does not
+    /// silence or repeat the warning).
+    last: Option<(i64, Instant)>,
+}
+
+impl ExpiryWarning {
+    /// Warns when less than `threshold` is left.
+    pub fn new(threshold: Duration) -> Self {
+        Self {
+            threshold,
+            last: None,
+        }
+    }
+
+    /// Checks `not_after` against the current time; true when it logged a warning.
+    pub fn check(&mut self, not_after: Option<i64>) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.check_at(not_after, now, Instant::now())
+    }
+
+    /// [`check`](Self::check) at a given wall-clock time (Unix seconds) and monotonic
+    /// instant.
+    pub fn check_at(&mut self, not_after: Option<i64>, now_unix: i64, now: Instant) -> bool {
+        let Some(not_after) = not_after else {
+            return false;
+        };
+        let left = not_after.saturating_sub(now_unix);
+        let threshold = i64::try_from(self.threshold.as_secs()).unwrap_or(i64::MAX);
+        if left >= threshold {
+            return false;
+        }
+        if let Some((seen, at)) = self.last
+            && seen == not_after
+            && now.saturating_duration_since(at) < EXPIRY_WARNING_REPEAT
+        {
+            return false;
+        }
+        self.last = Some((not_after, now));
+        let expires = rfc3339(not_after);
+        let amount = humantime::format_duration(Duration::from_secs(left.unsigned_abs()));
+        if left > 0 {
+            tracing::warn!(
+                not_after = %expires,
+                left = %amount,
+                "TLS certificate expires soon: renew it (the API server refuses an expired \
+                 certificate, and with failurePolicy Fail no Pod can be created)"
+            );
+        } else {
+            tracing::error!(
+                not_after = %expires,
+                expired_for = %amount,
+                "TLS certificate has expired: the API server refuses it; renew it now"
+            );
+        }
+        true
+    }
+}
+
+/// `notAfter` as RFC 3339 for the log; as a number outside what RFC 3339 (and X.509) can
+/// express, where humantime's formatter would fail.
+fn rfc3339(unix: i64) -> String {
+    match u64::try_from(unix) {
+        Ok(secs) if secs < 253_402_300_800 => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        }
+        _ => format!("{unix} (Unix time)"),
     }
 }
 
@@ -247,6 +383,8 @@ pub struct CertReloader {
     seen: (Vec<u8>, Vec<u8>),
     /// Whether the last read failed (reported once until it recovers).
     read_failing: bool,
+    /// The expiry warning, checked at every interval.
+    expiry: Option<ExpiryWarning>,
 }
 
 impl CertReloader {
@@ -265,7 +403,16 @@ impl CertReloader {
             stats,
             seen: loaded,
             read_failing: false,
+            expiry: None,
         }
+    }
+
+    /// Also warns (at most daily) when the served certificate has less than `threshold`
+    /// left; checked at every interval, so a certificate that is never renewed is noticed
+    /// as time passes, not only when the files change.
+    pub fn with_expiry_warning(mut self, threshold: Duration) -> Self {
+        self.expiry = Some(ExpiryWarning::new(threshold));
+        self
     }
 
     /// Checks the files once.
@@ -295,6 +442,7 @@ impl CertReloader {
         self.seen = pair;
         match outcome {
             Ok(key) => {
+                self.stats.observe_certificate(&key);
                 self.resolver.set(key);
                 self.stats.record(true);
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
@@ -308,15 +456,24 @@ impl CertReloader {
         }
     }
 
+    fn check_expiry(&mut self) {
+        if let Some(expiry) = &mut self.expiry {
+            expiry.check(self.stats.not_after());
+        }
+    }
+
     /// Checks every `interval`, forever.
     pub async fn run(mut self, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; the files were just loaded.
+        // The first tick is immediate; the files were just loaded, but a certificate that is
+        // already close to expiry is worth a warning right at startup.
         ticker.tick().await;
+        self.check_expiry();
         loop {
             ticker.tick().await;
             self.check().await;
+            self.check_expiry();
         }
     }
 }
@@ -418,6 +575,89 @@ mod tests {
                 rustls::ProtocolVersion::TLSv1_3 | rustls::ProtocolVersion::TLSv1_2
             ));
         }
+    }
+
+    /// A self-signed certificate (and its key) valid until `not_after`.
+    fn certificate_until(not_after: (i32, u8, u8)) -> CertifiedKey {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-signed");
+        certified_key_from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+            "c",
+            "k",
+        )
+        .expect("key")
+    }
+
+    #[test]
+    fn the_expiry_is_the_leafs_not_after() {
+        // 2030-01-02T00:00:00Z
+        let key = certificate_until((2030, 1, 2));
+        assert_eq!(leaf_not_after(&key), Ok(1_893_542_400));
+        let stats = ReloadStats::default();
+        assert_eq!(stats.not_after(), None, "unknown before the first load");
+        stats.observe_certificate(&key);
+        assert_eq!(stats.not_after(), Some(1_893_542_400));
+        // The dev certificate's leaf is the server certificate, not the CA.
+        let dev = generate_dev_certificates().expect("dev certs");
+        let dev_key =
+            certified_key_from_pem(dev.cert_pem.as_bytes(), dev.key_pem.as_bytes(), "c", "k")
+                .expect("key");
+        stats.observe_certificate(&dev_key);
+        assert!(stats.not_after().is_some_and(|t| t > 1_893_542_400));
+    }
+
+    #[test]
+    fn expiry_warning_is_daily_and_new_certificates_warn_at_once() {
+        const DAY: i64 = 24 * 60 * 60;
+        let not_after = 1_893_542_400;
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut w = ExpiryWarning::new(Duration::from_secs(7 * 24 * 60 * 60));
+        assert!(!w.check_at(None, not_after, t0), "no certificate known");
+        assert!(
+            !w.check_at(Some(not_after), not_after - 8 * DAY, t0),
+            "8 days left: quiet"
+        );
+        assert!(
+            !w.check_at(Some(not_after), not_after - 7 * DAY, t0),
+            "exactly the threshold left: quiet"
+        );
+        assert!(w.check_at(Some(not_after), not_after - 7 * DAY + 1, at(1)));
+        // Every 10 s reload for the rest of the day: no repeat.
+        for s in (11..24 * 60 * 60).step_by(10) {
+            assert!(
+                !w.check_at(Some(not_after), not_after - 7 * DAY + 1 + s as i64, at(s)),
+                "repeated after {s}s"
+            );
+        }
+        assert!(w.check_at(Some(not_after), not_after - 6 * DAY, at(24 * 60 * 60 + 1)));
+        // A renewal that is also about to expire is warned about at once.
+        assert!(w.check_at(
+            Some(not_after + DAY / 2),
+            not_after - 6 * DAY,
+            at(24 * 60 * 60 + 2)
+        ));
+        // A renewal that is not: quiet.
+        assert!(!w.check_at(
+            Some(not_after + 90 * DAY),
+            not_after - 6 * DAY,
+            at(24 * 60 * 60 + 3)
+        ));
+        // Expired: still reported (daily), never panics on the negative remainder.
+        let mut w = ExpiryWarning::new(Duration::from_secs(60));
+        assert!(w.check_at(Some(not_after), not_after + 5, t0));
+        assert!(!w.check_at(Some(not_after), not_after + 15, at(10)));
+        assert!(w.check_at(Some(not_after), i64::MAX, at(2 * 24 * 60 * 60)));
+        assert!(ExpiryWarning::new(Duration::MAX).check_at(Some(i64::MIN + 1), 0, t0));
+        assert!(ExpiryWarning::new(Duration::MAX).check_at(Some(i64::MAX - 1), i64::MAX, t0));
+        assert_eq!(rfc3339(1_893_542_400), "2030-01-02T00:00:00Z");
+        assert_eq!(rfc3339(-1), "-1 (Unix time)");
+        assert_eq!(rfc3339(253_402_300_800), "253402300800 (Unix time)");
     }
 
     #[test]

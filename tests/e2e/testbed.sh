@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
-# testbed.sh — a real (but minimal) Kubernetes 1.20 API server for envlink's e2e tests.
+# testbed.sh — real (but minimal) Kubernetes API servers for envlink's e2e and chart tests:
+# kube-apiserver 1.20.2 and a current one (ENVLINK_K8S=1.20|current), plus a Helm CLI.
 #
 # Why this exists: the CI machines have no container engine (no kind/k3d) and cannot
-# download release binaries, but Debian bookworm ships the complete Kubernetes 1.20.2 source
+# download release binaries. But Debian bookworm ships the complete Kubernetes 1.20.2 source
 # (vendored dependencies included) as the *source* package `kubernetes`, plus Go 1.19 and
-# etcd 3.4 as binary packages. So we build kube-apiserver from that source once, cache the
-# binary, and run it next to etcd on loopback. There is no scheduler, controller-manager or
-# kubelet: objects are admitted (webhooks run!) and stored, Pods stay Pending — exactly what
-# an admission-webhook test needs.
+# etcd 3.4 as binary packages; and the Go module proxy serves k8s.io/kubernetes (1.34-1.37),
+# its staging modules and Helm. So we build kube-apiserver (and for the current version
+# kubectl) once, cache the binaries, and run them on loopback. There is no
+# scheduler, controller-manager or kubelet: objects are admitted (webhooks run!) and stored,
+# Pods stay Pending — exactly what an admission-webhook test needs.
 #
-# See /work/shared/TESTBED.md (or tests/e2e/README.md) for the background facts.
+# See tests/e2e/README.md (and /work/shared/TESTBED.md) for the background facts.
+#
+# Environment:
+#   ENVLINK_K8S=1.20|current           which API server (default 1.20); `start` records it in
+#                                      STATE_DIR, later subcommands follow the recording
+#   ENVLINK_TESTBED_IP_FAMILY=ipv4|ipv6  for `start` (ipv6: current only): bind address,
+#                                      Service range and advertise address of that family
+#   ENVLINK_TESTBED_CACHE              cache root (default ~/.cache/envlink-testbed)
 #
 # Subcommands:
 #   install                   apt packages + deb-src entry (needs root and the network)
-#   build                     build/cache kube-apiserver 1.20.2 (skip if cached and working)
+#   build                     build/cache the selected API server (skip if cached and working)
+#   build-helm                build/cache the helm CLI (helm.sh/helm/v4/cmd/helm)
+#   paths                     print KUBE_APISERVER=, KUBECTL=, ETCD=, HELM= for the selection
 #   start STATE_DIR           fresh etcd + kube-apiserver, writes STATE_DIR/{kubeconfig,env}
 #   stop STATE_DIR            stop kube-apiserver and etcd
 #   start-apiserver STATE_DIR start kube-apiserver alone again, with the flags stored by `start`
@@ -21,30 +32,84 @@
 #   restart-apiserver STATE_DIR  stop-apiserver + start-apiserver
 #   netns-run CMD...          run CMD in a fresh network namespace that has only loopback
 #
-# Every failure exits non-zero with a message: CI must FAIL (never silently skip) when the
+# Every failure exits non-zero with a message: CI must FAIL (never silently skip) when an
 # API server cannot be built or started.
 
 set -euo pipefail
+
+SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
 
 # ---------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------
 
-# Upstream version we build. It is fixed (not read from apt) so that a cached binary can be
-# found and used without touching apt at all; `build` verifies that the Debian source
-# package really carries this upstream version before building.
-KUBE_VERSION="1.20.2"
-KUBE_MAJOR="1"
-KUBE_MINOR="20"
+# Which API server: ENVLINK_K8S=1.20 (default) or ENVLINK_K8S=current.
+#
+#  1.20     kube-apiserver v1.20.2 from Debian bookworm's `kubernetes` source package, built
+#           in GOPATH mode with Debian's Go 1.19 (called by path), etcd 3.4 from Debian, and
+#           the machine's kubectl.
+#  current  the newest Kubernetes release we build from the Go module proxy
+#           (CURRENT_KUBE_VERSION below): kube-apiserver AND kubectl of that version from a
+#           generated Go module that requires k8s.io/kubernetes@v1.X.Y and pins its staging
+#           modules to v0.X.Y, built with the machine's Go (/usr/local/go). etcd: Debian's
+#           3.4.23 as for 1.20 — kube-apiserver 1.37.2 accepts it (starts, /readyz ok, no
+#           etcd warning in its log, every suite passes), so no etcd is built.
+#
+# Versions are fixed (not "latest") so that a cached binary is found and used without the
+# network, and so that a run is reproducible; bump them deliberately.
+K8S_SELECT="${ENVLINK_K8S:-1.20}"
+CURRENT_KUBE_VERSION="1.37.2"            # newest k8s.io/kubernetes release on the proxy
+HELM_VERSION="4.3.2"                     # newest helm.sh/helm/v4 release on the proxy
 
 CACHE_ROOT="${ENVLINK_TESTBED_CACHE:-$HOME/.cache/envlink-testbed}"
-CACHE_DIR="$CACHE_ROOT/kube-apiserver-$KUBE_VERSION"
-APISERVER_BIN="$CACHE_DIR/kube-apiserver"
+
+# Go for the 1.20.2 build: Debian's 1.19, by path, because the machine's newer Go comes first
+# on PATH. GOTOOLCHAIN=local everywhere: a go.mod or environment must never make `go` switch
+# (or download) another toolchain under us.
+GO_1_20_BUILD="${ENVLINK_TESTBED_GO119:-/usr/lib/go-1.19/bin/go}"
+# Go for the module builds (current Kubernetes, Helm): the machine's Go (1.26 at
+# /usr/local/go). k8s.io/kubernetes v1.37 and helm v4.3 declare `go 1.26.0`, so no toolchain
+# download is needed.
+GO_MODULES="${ENVLINK_TESTBED_GO:-/usr/local/go/bin/go}"
+export GOTOOLCHAIN=local
+
+# Module builds share one module download cache (kept: a rebuild, e.g. after the binaries
+# were deleted, needs no network) and one Go build cache (deleted once every Go binary is
+# built, like the 1.20 work dir; ENVLINK_TESTBED_KEEP_SRC=1 keeps it).
+GO_MODCACHE="$CACHE_ROOT/gomod"
+GO_BUILDCACHE="$CACHE_ROOT/go-build"
+
+HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
+HELM_BIN="$HELM_DIR/helm"
+
+case "$K8S_SELECT" in
+  1.20|1.20.2)
+    K8S_SELECT=1.20
+    KUBE_VERSION="1.20.2"
+    CACHE_DIR="$CACHE_ROOT/kube-apiserver-$KUBE_VERSION"
+    APISERVER_BIN="$CACHE_DIR/kube-apiserver"
+    KUBECTL_BIN=""        # the machine's kubectl (1.32 works against 1.20; see README)
+    ETCD_BIN=""           # Debian's etcd 3.4, `etcd` on PATH
+    ;;
+  current)
+    KUBE_VERSION="$CURRENT_KUBE_VERSION"
+    CACHE_DIR="$CACHE_ROOT/kubernetes-$KUBE_VERSION"
+    APISERVER_BIN="$CACHE_DIR/kube-apiserver"
+    KUBECTL_BIN="$CACHE_DIR/kubectl"
+    ETCD_BIN=""           # Debian's etcd 3.4 (accepted by 1.37, see above)
+    ;;
+  *)
+    printf '[testbed] ERROR: ENVLINK_K8S=%s: expected 1.20 or current\n' "$K8S_SELECT" >&2
+    exit 2
+    ;;
+esac
+KUBE_MAJOR="${KUBE_VERSION%%.*}"
+KUBE_MINOR="${KUBE_VERSION#*.}"; KUBE_MINOR="${KUBE_MINOR%%.*}"
 
 # Debian packages the testbed needs. golang-github-modern-go-reflect2-dev provides the
 # fixed reflect2 sources that replace the vendored copy (see `build`).
 APT_PACKAGES=(
-  golang-go                           # Go 1.19, compiles kube-apiserver (GOPATH mode)
+  golang-1.19-go                      # Go 1.19, compiles kube-apiserver 1.20.2 (GOPATH mode)
   etcd-server                         # etcd 3.4, the API server's storage
   golang-github-modern-go-reflect2-dev  # reflect2 1.0.2, fixes a Go>=1.18 crash in 1.20
   iproute2                            # `ip link set lo up` inside the namespace, `ss`
@@ -58,6 +123,10 @@ APT_PACKAGES=(
 # address, and nothing ever connects to it.
 ADVERTISE_ADDRESS="192.0.2.10"
 SERVICE_CIDR="10.96.0.0/16"
+# The same for an IPv6 run (ENVLINK_TESTBED_IP_FAMILY=ipv6): documentation range (RFC 3849)
+# and a ULA range (a /108 like kubeadm's IPv6 default size).
+ADVERTISE_ADDRESS_V6="2001:db8::10"
+SERVICE_CIDR_V6="fd00:10:96::/108"
 
 READY_TIMEOUT="${ENVLINK_TESTBED_READY_TIMEOUT:-90}"   # seconds, for /readyz
 ETCD_TIMEOUT=30                                        # seconds, for etcd /health
@@ -138,10 +207,12 @@ stop_pidfile() {
 # kernel pick (race-free enough for a test bed; the caller starts its server right away).
 # `exclude` avoids handing out the same port twice before the first one is in use.
 free_port() {
-  local exclude=" ${1:-} " port
+  local exclude=" ${1:-} " host=${2:-127.0.0.1} port
   while :; do
-    port=$(python3 -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()' 2>/dev/null) \
+    port=$(python3 -c 'import socket, sys
+h = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+s.bind((h, 0)); print(s.getsockname()[1]); s.close()' "$host" 2>/dev/null) \
       || port=$((20000 + RANDOM % 40000))
     [[ "$exclude" == *" $port "* ]] && continue
     # double-check with ss (also covers the $RANDOM fallback)
@@ -271,12 +342,26 @@ cmd_install() {
 # ---------------------------------------------------------------------------------------
 
 # The cached binary is usable if it runs and reports the expected version (which also
-# proves the -ldflags version stamping worked).
+# proves the -ldflags version stamping worked). For `current`, kubectl too.
 binary_ok() {
   [[ -x "$APISERVER_BIN" ]] || return 1
   local out
   out=$("$APISERVER_BIN" --version 2>&1) || return 1
-  [[ "$out" == "Kubernetes v$KUBE_VERSION" ]]
+  [[ "$out" == "Kubernetes v$KUBE_VERSION" ]] || return 1
+  [[ "$K8S_SELECT" == 1.20 ]] && return 0
+  kubectl_ok
+}
+
+kubectl_ok() {
+  [[ -x "$KUBECTL_BIN" ]] || return 1
+  local out
+  out=$("$KUBECTL_BIN" version --client -o json 2>/dev/null) || return 1
+  [[ "$out" == *"\"gitVersion\": \"v$KUBE_VERSION\""* ]]
+}
+
+# The etcd to run: Debian's (both versions today; ETCD_BIN would name another one).
+etcd_cmd() {
+  if [[ -n "$ETCD_BIN" ]]; then echo "$ETCD_BIN"; else echo etcd; fi
 }
 
 # The unpacked tree and Go cache take over 1 GB; the binary and the downloaded source package
@@ -288,7 +373,7 @@ remove_work_dir() {
   rm -rf "$work"
 }
 
-cmd_build() {
+build_1_20() {
   if binary_ok; then
     log "cached kube-apiserver OK: $APISERVER_BIN ($("$APISERVER_BIN" --version))"
     remove_work_dir   # leftovers of an interrupted build
@@ -296,7 +381,8 @@ cmd_build() {
   fi
   [[ -e "$APISERVER_BIN" ]] && log "cached binary at $APISERVER_BIN is broken; rebuilding"
 
-  need_cmd apt-get go tar
+  need_cmd apt-get tar
+  [[ -x "$GO_1_20_BUILD" ]] || die "$GO_1_20_BUILD missing: install golang-1.19-go ('$0 install')"
   local reflect2_src=/usr/share/gocode/src/github.com/modern-go/reflect2
   [[ -d "$reflect2_src" ]] \
     || die "$reflect2_src missing: install golang-github-modern-go-reflect2-dev ('$0 install')"
@@ -359,7 +445,7 @@ cmd_build() {
   local k8s="$GOPATH/src/k8s.io/kubernetes"
   cd "$k8s"   # logical path through the symlink: Go derives the import path from $PWD
 
-  log "go: $(go version)"
+  log "go: $GO_1_20_BUILD ($("$GO_1_20_BUILD" version))"
 
   # 4. Replace the vendored reflect2 v1.0.1 by Debian's 1.0.2. 1.0.1's unsafe map iteration
   #    does not match the Go >= 1.18 runtime: the API server dies with "fatal error: fault"
@@ -385,7 +471,7 @@ cmd_build() {
   #    upstream's hack/ scripts do). Vendored packages are named by their canonical import
   #    path (k8s.io/api/...), which resolves through vendor/ from inside the tree.
   log "building openapi-gen"
-  go build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen \
+  "$GO_1_20_BUILD" build -o "$work/openapi-gen" ./vendor/k8s.io/kube-openapi/cmd/openapi-gen \
     || die "building openapi-gen failed"
 
   log "collecting openapi-gen input packages"
@@ -422,7 +508,7 @@ cmd_build() {
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
   log "building kube-apiserver (first build: about 4-8 minutes on 2 cores)"
-  go build -ldflags "$ldflags" -o "$CACHE_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
+  "$GO_1_20_BUILD" build -ldflags "$ldflags" -o "$CACHE_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver \
     || die "go build of kube-apiserver failed"
   mv -f "$CACHE_DIR/kube-apiserver.tmp" "$APISERVER_BIN"   # atomic: no half-written cache
 
@@ -431,6 +517,198 @@ cmd_build() {
 
   cd /
   remove_work_dir
+}
+
+# ---------------------------------------------------------------------------------------
+# Module builds with the machine's Go: current Kubernetes, Helm
+# ---------------------------------------------------------------------------------------
+
+# Environment for every module-mode build. CGO off: static binaries, no C toolchain needed.
+# -buildvcs=false: the generated modules are not in a VCS. The proxy settings (GOPROXY,
+# GOSUMDB) are the machine's: every module is verified against the checksum database.
+go_module_env() {
+  [[ -x "$GO_MODULES" ]] || die "Go not found at $GO_MODULES (set ENVLINK_TESTBED_GO to a Go >= 1.26)"
+  export GO111MODULE=on CGO_ENABLED=0 GOTOOLCHAIN=local
+  export GOFLAGS="-mod=readonly -buildvcs=false"
+  export GOMODCACHE="$GO_MODCACHE" GOCACHE="$GO_BUILDCACHE"
+  mkdir -p "$GOMODCACHE" "$GOCACHE"
+}
+
+# The Go build cache (~2-3 GB after Kubernetes and Helm) is only worth keeping while some Go
+# binary still has to be built; drop it once all of them are cached.
+maybe_remove_go_buildcache() {
+  [[ "${ENVLINK_TESTBED_KEEP_SRC:-0}" == 1 ]] && return 0
+  ENVLINK_K8S=current bash "$SELF" build --check >/dev/null 2>&1 || return 0
+  helm_ok || return 0
+  if [[ -d "$GO_BUILDCACHE" ]]; then
+    log "all Go binaries cached; removing the Go build cache $GO_BUILDCACHE"
+    chmod -R u+w "$GO_BUILDCACHE" 2>/dev/null || true
+    rm -rf "$GO_BUILDCACHE"
+  fi
+}
+
+# Writes a Go module in $1 named $2 whose only source is a `tools` file importing the
+# packages $3... (so that `go mod tidy` records every module they need in go.mod/go.sum).
+write_tools_module() {
+  local dir=$1 name=$2 pkg
+  shift 2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  {
+    echo '//go:build tools'
+    echo
+    echo '// Package tools only pins the packages this generated module builds.'
+    echo 'package tools'
+    echo
+    echo 'import ('
+    for pkg in "$@"; do echo "	_ \"$pkg\""; done
+    echo ')'
+  } >"$dir/tools.go"
+  (cd "$dir" && "$GO_MODULES" mod init "$name" >/dev/null 2>&1) || die "go mod init $name failed"
+}
+
+# build_current: kube-apiserver and kubectl of Kubernetes $KUBE_VERSION.
+#
+# k8s.io/kubernetes is not meant to be a dependency: its go.mod requires its staging modules
+# (k8s.io/api, k8s.io/apiserver, ...) at v0.0.0 and replaces them with ./staging/src/...,
+# and replace directives of a dependency are ignored. So our generated module requires
+# k8s.io/kubernetes@v1.X.Y and replaces every k8s.io/* module that go.mod replaces with a
+# ./staging path by the published k8s.io/<name>@v0.X.Y (the same code, published from
+# staging at release time). The generated OpenAPI file is part of the module in current
+# releases (no openapi-gen step, unlike 1.20).
+build_current() {
+  go_module_env
+  local v=$KUBE_VERSION work="$CACHE_DIR/work"
+  local staging_v="v0.${v#*.}"          # 1.37.2 -> v0.37.2
+  mkdir -p "$CACHE_DIR"
+  log "go: $GO_MODULES ($("$GO_MODULES" version)); modules in $GOMODCACHE"
+
+  local t0=$SECONDS
+  log "fetching k8s.io/kubernetes@v$v's go.mod"
+  local gomod
+  # (from $CACHE_DIR: outside any Go module)
+  gomod=$(cd "$CACHE_DIR" && "$GO_MODULES" mod download -json "k8s.io/kubernetes@v$v" \
+            | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p') \
+    || die "go mod download k8s.io/kubernetes@v$v failed (is the Go module proxy reachable?)"
+  [[ -f "$gomod" ]] || die "no go.mod for k8s.io/kubernetes@v$v (got '$gomod')"
+
+  write_tools_module "$work/mod" envlink-testbed/kubernetes \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+
+  local -a edits=("-require=k8s.io/kubernetes@v$v") staged=()
+  local m
+  # lines like "	k8s.io/api => ./staging/src/k8s.io/api" inside the replace block
+  mapfile -t staged < <(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod")
+  ((${#staged[@]} > 10)) || die "found only ${#staged[@]} staging replaces in $gomod: layout changed?"
+  for m in "${staged[@]}"; do
+    [[ "$m" == k8s.io/* ]] || die "unexpected staging module $m in $gomod"
+    edits+=("-replace=$m=$m@$staging_v")
+  done
+  log "requiring k8s.io/kubernetes@v$v, ${#staged[@]} staging modules replaced by @$staging_v"
+  (cd "$work/mod" && "$GO_MODULES" mod edit "${edits[@]}") || die "go mod edit failed"
+  (cd "$work/mod" && GOFLAGS=-mod=mod "$GO_MODULES" mod tidy) >"$work/tidy.log" 2>&1 \
+    || { tail -n 30 "$work/tidy.log" >&2; die "go mod tidy for k8s.io/kubernetes@v$v failed (log: $work/tidy.log)"; }
+  log "modules resolved in $((SECONDS - t0))s"
+
+  # Version stamping: without it the server says v0.0.0-master and version-checking clients
+  # (Helm's kubeVersion constraints, kubectl's skew warning) misbehave. Module paths, no
+  # vendor/ prefix in module mode.
+  local ldflags="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitMajor=$KUBE_MAJOR -X $p.gitMinor=$KUBE_MINOR -X $p.gitVersion=v$v"
+    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  local what pkg out t
+  for what in kube-apiserver kubectl; do
+    pkg=k8s.io/kubernetes/cmd/$what
+    out="$CACHE_DIR/$what"
+    t=$SECONDS
+    log "building $what ($pkg)"
+    (cd "$work/mod" && "$GO_MODULES" build -ldflags "$ldflags" -o "$out.tmp" "$pkg") \
+      || die "go build of $what (Kubernetes v$v) failed"
+    mv -f "$out.tmp" "$out"   # atomic: no half-written cache
+    log "built $what in $((SECONDS - t))s"
+  done
+  # keep the generated go.mod/go.sum next to the binaries: they say exactly what was built
+  cp "$work/mod/go.mod" "$CACHE_DIR/go.mod"; cp "$work/mod/go.sum" "$CACHE_DIR/go.sum"
+
+  "$APISERVER_BIN" --version >&2 || true
+  binary_ok || die "built binaries do not report Kubernetes v$v: $("$APISERVER_BIN" --version 2>&1 || true); $("$KUBECTL_BIN" version --client 2>&1 | head -n1 || true)"
+  log "Kubernetes v$v built in $((SECONDS - t0))s: $CACHE_DIR/{kube-apiserver,kubectl}"
+  remove_work_dir
+}
+
+# ---------------------------------------------------------------------------------------
+# Helm CLI
+# ---------------------------------------------------------------------------------------
+
+helm_ok() {
+  [[ -x "$HELM_BIN" ]] || return 1
+  local out
+  out=$("$HELM_BIN" version --template '{{.Version}}' 2>/dev/null) || return 1
+  [[ "$out" == "v$HELM_VERSION" ]]
+}
+
+# The real `helm` command (helm.sh/helm/v4/cmd/helm) at $HELM_VERSION, stamped like
+# upstream's Makefile does for a release (version, empty metadata, clean tree).
+cmd_build_helm() {
+  if helm_ok; then
+    log "cached helm OK: $HELM_BIN ($("$HELM_BIN" version --short))"
+    # leftovers of an interrupted or ENVLINK_TESTBED_KEEP_SRC=1 build
+    [[ "${ENVLINK_TESTBED_KEEP_SRC:-0}" == 1 ]] || rm -rf "$HELM_DIR/work"
+    maybe_remove_go_buildcache
+    return 0
+  fi
+  go_module_env
+  local t0=$SECONDS work="$HELM_DIR/work"
+  mkdir -p "$HELM_DIR"
+  log "go: $GO_MODULES ($("$GO_MODULES" version)); modules in $GOMODCACHE"
+  write_tools_module "$work/mod" envlink-testbed/helm helm.sh/helm/v4/cmd/helm
+  (cd "$work/mod" && "$GO_MODULES" mod edit "-require=helm.sh/helm/v4@v$HELM_VERSION" \
+     && GOFLAGS=-mod=mod "$GO_MODULES" mod tidy) >"$work/tidy.log" 2>&1 \
+    || { tail -n 30 "$work/tidy.log" >&2; die "resolving helm.sh/helm/v4@v$HELM_VERSION failed (log: $work/tidy.log)"; }
+  log "modules resolved in $((SECONDS - t0))s; building helm v$HELM_VERSION"
+  local p=helm.sh/helm/v4/internal/version
+  (cd "$work/mod" && "$GO_MODULES" build \
+      -ldflags "-s -w -X $p.version=v$HELM_VERSION -X $p.metadata= -X $p.gitTreeState=clean" \
+      -o "$HELM_BIN.tmp" helm.sh/helm/v4/cmd/helm) \
+    || die "go build of helm v$HELM_VERSION failed"
+  mv -f "$HELM_BIN.tmp" "$HELM_BIN"
+  cp "$work/mod/go.mod" "$HELM_DIR/go.mod"; cp "$work/mod/go.sum" "$HELM_DIR/go.sum"
+  helm_ok || die "built helm does not report v$HELM_VERSION: $("$HELM_BIN" version 2>&1 || true)"
+  log "helm $("$HELM_BIN" version --short) built in $((SECONDS - t0))s: $HELM_BIN"
+  [[ "${ENVLINK_TESTBED_KEEP_SRC:-0}" == 1 ]] || rm -rf "$work"
+  maybe_remove_go_buildcache
+}
+
+# build [--check]: build (or with --check only verify) the selected API server.
+cmd_build() {
+  if [[ "${1:-}" == --check ]]; then
+    binary_ok
+    return
+  fi
+  if binary_ok; then
+    log "cached Kubernetes $KUBE_VERSION OK: $APISERVER_BIN ($("$APISERVER_BIN" --version))"
+    remove_work_dir   # leftovers of an interrupted build
+    [[ "$K8S_SELECT" == 1.20 ]] || maybe_remove_go_buildcache
+    return 0
+  fi
+  [[ -e "$APISERVER_BIN" ]] && log "cached binaries in $CACHE_DIR are incomplete or broken; rebuilding"
+  if [[ "$K8S_SELECT" == 1.20 ]]; then
+    build_1_20
+  else
+    build_current
+    maybe_remove_go_buildcache
+  fi
+}
+
+# Prints the paths a harness needs for the selected version (shell-sourceable).
+cmd_paths() {
+  echo "KUBE_VERSION=$KUBE_VERSION"
+  echo "KUBE_APISERVER=$APISERVER_BIN"
+  echo "KUBECTL=${KUBECTL_BIN:-$(command -v kubectl || echo kubectl)}"
+  echo "ETCD=$(command -v "$(etcd_cmd)" || etcd_cmd)"
+  echo "HELM=$HELM_BIN"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -464,7 +742,7 @@ start_etcd() {
   local -a args
   mapfile -t args <"$st/etcd.args"
   log "starting etcd on 127.0.0.1:$ETCD_PORT (peer $ETCD_PEER_PORT)"
-  launch "$st/etcd.pid" "$st/etcd.log" etcd "${args[@]}"
+  launch "$st/etcd.pid" "$st/etcd.log" "$(cat "$st/etcd.bin")" "${args[@]}"
   local deadline=$((SECONDS + ETCD_TIMEOUT))
   until [[ "$(curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" 2>/dev/null)" == *'"health":"true"'* ]]; do
     if ! pid_alive "$st/etcd.pid"; then
@@ -483,9 +761,11 @@ start_etcd() {
 cmd_start_apiserver() {
   local st
   st=$(state_dir "${1:-}")
-  [[ -f "$st/apiserver.args" && -f "$st/ports" ]] \
+  [[ -f "$st/apiserver.args" && -f "$st/ports" && -f "$st/apiserver.bin" ]] \
     || die "$st was not initialised by '$0 start'"
-  binary_ok || die "kube-apiserver not built or broken at $APISERVER_BIN; run '$0 build'"
+  # The binary `start` chose (ENVLINK_K8S at that time), whatever the environment says now.
+  APISERVER_BIN=$(cat "$st/apiserver.bin")
+  [[ -x "$APISERVER_BIN" ]] || die "kube-apiserver $APISERVER_BIN is gone; run '$0 build'"
   pid_alive "$st/kube-apiserver.pid" && die "kube-apiserver already running (pid $(cat "$st/kube-apiserver.pid"))"
   pid_alive "$st/etcd.pid" || die "etcd is not running in $st"
   # shellcheck disable=SC1091
@@ -495,7 +775,7 @@ cmd_start_apiserver() {
   local token
   token=$(cat "$st/token")
 
-  log "starting kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  log "starting kube-apiserver on $APISERVER_URL ($("$APISERVER_BIN" --version))"
   printf '\n===== start %s =====\n' "$(date -u +%FT%TZ)" >>"$st/kube-apiserver.log"
   launch "$st/kube-apiserver.pid" "$st/kube-apiserver.log" "$APISERVER_BIN" "${args[@]}"
 
@@ -504,7 +784,7 @@ cmd_start_apiserver() {
   local deadline=$((SECONDS + READY_TIMEOUT)) out=""
   while :; do
     out=$(curl -sS -k --max-time 3 -H "Authorization: Bearer $token" \
-            "https://127.0.0.1:$APISERVER_PORT/readyz" 2>&1) || true
+            "$APISERVER_URL/readyz" 2>&1) || true
     [[ "$out" == "ok" ]] && break
     if ! pid_alive "$st/kube-apiserver.pid"; then
       print_log_tail "$st/kube-apiserver.log" "$st/etcd.log"
@@ -520,7 +800,7 @@ cmd_start_apiserver() {
 
   # The server generated a self-signed CA + serving cert in --cert-dir on its first start
   # (kept across restarts). apiserver.crt holds the serving cert followed by that CA; the
-  # serving cert has 127.0.0.1 as an IP SAN (the bind address), so clients can verify TLS
+  # serving cert has the bind address (127.0.0.1 or ::1) as an IP SAN, so clients can verify TLS
   # against the CA instead of skipping verification.
   if [[ ! -s "$st/ca.crt" ]]; then
     awk '/-----BEGIN CERTIFICATE-----/ { n++; buf = "" } { buf = buf $0 "\n" }
@@ -529,7 +809,7 @@ cmd_start_apiserver() {
     [[ -s "$st/ca.crt" ]] || die "could not extract the CA from $st/certs/apiserver.crt"
   fi
   curl -fsS --max-time 5 --cacert "$st/ca.crt" -H "Authorization: Bearer $token" \
-       "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null \
+       "$APISERVER_URL/readyz" >/dev/null \
     || die "TLS verification against $st/ca.crt failed"
   log "kube-apiserver ready"
 }
@@ -557,8 +837,8 @@ start_cleanup() {
 cmd_start() {
   local st
   st=$(state_dir "${1:-}")
-  need_cmd etcd curl openssl ss
-  binary_ok || die "kube-apiserver not built or broken at $APISERVER_BIN; run '$0 build'"
+  need_cmd "$(etcd_cmd)" curl openssl ss
+  binary_ok || die "Kubernetes $KUBE_VERSION not built or broken in $CACHE_DIR; run 'ENVLINK_K8S=$K8S_SELECT $0 build'"
   if pid_alive "$st/etcd.pid" || pid_alive "$st/kube-apiserver.pid"; then
     die "testbed in $st is already running; '$0 stop $st' first"
   fi
@@ -566,19 +846,38 @@ cmd_start() {
   # Fresh state: remove everything a previous run may have left (only our own entries, in
   # case STATE_DIR holds other files of the caller).
   rm -rf "$st/etcd-data" "$st/certs"
-  rm -f "$st"/{etcd,kube-apiserver}.{log,pid,args} "$st"/apiserver.args "$st"/{kubeconfig,env,ports,token,token.csv,ca.crt,sa.key,sa.pub}
+  rm -f "$st"/{etcd,kube-apiserver}.{log,pid,args} "$st"/apiserver.{args,bin} "$st"/etcd.bin \
+        "$st"/{kubeconfig,env,ports,token,token.csv,ca.crt,sa.key,sa.pub}
   mkdir -p "$st/certs"
+  echo "$APISERVER_BIN" >"$st/apiserver.bin"
+  command -v "$(etcd_cmd)" >"$st/etcd.bin"
+
+  # IP family of the API server (ENVLINK_TESTBED_IP_FAMILY=ipv4|ipv6, default ipv4).
+  # ipv6: bound to ::1, Services from an IPv6 ULA range, advertised on an address of the
+  # documentation range 2001:db8::/32 (nothing connects to it) - a single-stack IPv6
+  # cluster as far as Services go. etcd stays on 127.0.0.1 (storage, invisible to clients).
+  local family=${ENVLINK_TESTBED_IP_FAMILY:-ipv4} host advertise cidr
+  case "$family" in
+    ipv4) host=127.0.0.1; advertise=$ADVERTISE_ADDRESS; cidr=$SERVICE_CIDR ;;
+    ipv6)
+      [[ "$K8S_SELECT" == current ]] || die "ENVLINK_TESTBED_IP_FAMILY=ipv6 needs ENVLINK_K8S=current"
+      host=::1; advertise=$ADVERTISE_ADDRESS_V6; cidr=$SERVICE_CIDR_V6 ;;
+    *) die "ENVLINK_TESTBED_IP_FAMILY=$family: expected ipv4 or ipv6" ;;
+  esac
+  local url_host=$host
+  [[ "$host" == *:* ]] && url_host="[$host]"
 
   # Ports: free loopback ports, chosen once and stored so restarts reuse them (a restarted
   # API server must come back on the same URL the tests and webhook registrations use).
   local etcd_port etcd_peer_port apiserver_port
   etcd_port=$(free_port)
   etcd_peer_port=$(free_port "$etcd_port")
-  apiserver_port=$(free_port "$etcd_port $etcd_peer_port")
+  apiserver_port=$(free_port "$etcd_port $etcd_peer_port" "$host")
   cat >"$st/ports" <<EOF
 ETCD_PORT=$etcd_port
 ETCD_PEER_PORT=$etcd_peer_port
 APISERVER_PORT=$apiserver_port
+APISERVER_URL=https://$url_host:$apiserver_port
 EOF
 
   # Credentials: a static bearer token mapped to system:masters (cluster-admin under RBAC),
@@ -619,22 +918,29 @@ EOF
   #    rejected for securityContext.privileged.
   cat >"$st/apiserver.args" <<EOF
 --etcd-servers=http://127.0.0.1:$etcd_port
---bind-address=127.0.0.1
+--bind-address=$host
 --secure-port=$apiserver_port
---advertise-address=$ADVERTISE_ADDRESS
+--advertise-address=$advertise
 --cert-dir=$st/certs
 --token-auth-file=$st/token.csv
 --authorization-mode=RBAC
 --service-account-issuer=https://kubernetes.default.svc.cluster.local
 --service-account-key-file=$st/sa.pub
 --service-account-signing-key-file=$st/sa.key
---service-cluster-ip-range=$SERVICE_CIDR
+--service-cluster-ip-range=$cidr
 --disable-admission-plugins=ServiceAccount
 --enable-aggregator-routing=true
 --allow-privileged=true
 --profiling=false
 --v=1
 EOF
+  # 1.20 only: the EphemeralContainers feature gate (alpha, off by default there), so the
+  # pods/ephemeralcontainers subresource is served and its review (kind EphemeralContainers
+  # in 1.20/1.21) reaches envlink's /validate. GA (no gate) in the current version. A
+  # --feature-gates in ENVLINK_TESTBED_APISERVER_ARGS replaces this one (last one wins).
+  if [[ "$K8S_SELECT" == 1.20 ]]; then
+    printf '%s\n' "--feature-gates=EphemeralContainers=true" >>"$st/apiserver.args"
+  fi
   # Extra flags from the environment, one per word, after the defaults (for a repeated flag
   # the last one wins). Default: none. bench/memory.sh uses it for 100,000 Services:
   # ENVLINK_TESTBED_APISERVER_ARGS="--service-cluster-ip-range=10.96.0.0/15 --etcd-compaction-interval=30s"
@@ -656,7 +962,7 @@ kind: Config
 clusters:
 - name: envlink-testbed
   cluster:
-    server: https://127.0.0.1:$apiserver_port
+    server: https://$url_host:$apiserver_port
     certificate-authority: $st/ca.crt
 users:
 - name: admin
@@ -675,10 +981,13 @@ EOF
   # Shell-sourceable (and trivially parseable) summary for test harnesses.
   cat >"$st/env" <<EOF
 KUBECONFIG=$st/kubeconfig
-APISERVER_URL=https://127.0.0.1:$apiserver_port
+APISERVER_URL=https://$url_host:$apiserver_port
 APISERVER_PORT=$apiserver_port
 APISERVER_TOKEN=$token
 APISERVER_CA=$st/ca.crt
+KUBE_VERSION=$KUBE_VERSION
+KUBECTL=${KUBECTL_BIN:-$(command -v kubectl || echo kubectl)}
+IP_FAMILY=$family
 ETCD_PORT=$etcd_port
 EOF
   trap - EXIT
@@ -721,6 +1030,14 @@ cmd_netns_run() {
     if ip route get 10.96.0.1 >/dev/null 2>&1; then
       echo "[testbed] ERROR: 10.96.0.1 is routable inside the netns" >&2; exit 1
     fi
+    # IPv6: ::1 must be up (the IPv6 API server binds it) and the IPv6 Service range and
+    # documentation range unroutable.
+    if [[ "$(ip -6 -o addr show dev lo 2>/dev/null)" != *"::1/128"* ]]; then
+      echo "[testbed] ERROR: ::1 is not configured on lo inside the netns" >&2; exit 1
+    fi
+    if ip -6 route get fd00:10:96::1 >/dev/null 2>&1 || ip -6 route get 2001:db8::10 >/dev/null 2>&1; then
+      echo "[testbed] ERROR: an IPv6 Service or documentation address is routable inside the netns" >&2; exit 1
+    fi
     exec "$@"' testbed-netns "$@"
 }
 
@@ -737,6 +1054,8 @@ main() {
   case "$sub" in
     install)           cmd_install "$@" ;;
     build)             cmd_build "$@" ;;
+    build-helm)        cmd_build_helm "$@" ;;
+    paths)             cmd_paths "$@" ;;
     start)             cmd_start "$@" ;;
     stop)              cmd_stop "$@" ;;
     start-apiserver)   cmd_start_apiserver "$@" ;;

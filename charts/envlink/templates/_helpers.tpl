@@ -161,6 +161,12 @@ A duration such as 500ms, 8s or 2m in milliseconds (the format of envlink's --re
 
 {{/* Checks across values that the schema cannot express. */}}
 {{- define "envlink.validate" -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.webhook.port)) }}
+{{- fail (printf "metrics.port and webhook.port are both %d: envlink needs two ports (or set metrics.enabled=false)" (int .Values.webhook.port)) }}
+{{- end }}
+{{- if and .Values.audit.policyReports (not .Values.audit.interval) }}
+{{- fail "audit.policyReports needs audit.interval (the periodic audit writes the PolicyReports)" }}
+{{- end }}
 {{- $min := 0 }}
 {{- range $w := list .Values.webhook.mutating .Values.webhook.validating }}
 {{- if and $w.enabled (or (eq $min 0) (lt (int $w.timeoutSeconds) $min)) }}{{ $min = int $w.timeoutSeconds }}{{ end }}

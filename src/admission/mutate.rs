@@ -1,0 +1,618 @@
+//! `/mutate`, in the order it decides:
+//!
+//! 1. [`pod_to_mutate`]: is this a Pod being created, and can it be read;
+//! 2. [`judge_reserved`]: the reserved rules on what the user wrote (refuse, or entries to
+//!    strip);
+//! 3. [`choose_services`]: which Services the Pod gets (or none, or a refusal);
+//! 4. [`plan_injection`]: their variables, deduplicated and within the limits, and which go
+//!    into which container;
+//! 5. [`build_patch`]: the `env` operations, `enableServiceLinks` and the record.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hashbrown::hash_map::Entry;
+use hashbrown::{HashMap, HashSet};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use serde_json::{Map, Value};
+
+use super::patch::{InjectedVars, PatchPlan, PlannedOp};
+use super::pod::{self, ContainerView, PodView};
+use super::selection::{self, Selection, Source};
+use super::{
+    ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SERVICES, Decision, MAX_INJECTED_ENTRIES,
+    Operation, Request, Verdict, denial_text, review_namespace, unsupported_kind,
+};
+use crate::catalog::Snapshot;
+use crate::config::{InjectionMode, OnMissing, Policy};
+use crate::podshape::ContainerKind;
+use crate::reserved::{Action, ConfigMapKeys, Finding, MessageContext, Origin};
+use crate::text;
+
+/// The containers injection and stripping look at, in patch order.
+const MUTATED_KINDS: [ContainerKind; 2] = [ContainerKind::Init, ContainerKind::Regular];
+
+/// A container by its place in the Pod spec; ordered as the patch lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ContainerAt {
+    kind: ContainerKind,
+    index: usize,
+}
+
+/// The `env` entries the reserved rules strip (by index), per container.
+type Stripped = BTreeMap<ContainerAt, HashSet<usize>>;
+
+/// The variables one container gets: indices into the Pod's [`InjectedVars`].
+struct ContainerPlan {
+    at: ContainerAt,
+    injected: Vec<u32>,
+}
+
+/// `/mutate`'s decision for one review.
+pub(super) fn mutate_pod(
+    request: &Request<'_>,
+    catalog: &Snapshot,
+    policy: &Policy,
+    config_maps: &dyn ConfigMapKeys,
+) -> Decision {
+    let pod = match pod_to_mutate(request) {
+        Ok(pod) => pod,
+        Err(early) => return *early,
+    };
+    let namespace = review_namespace(request.namespace, pod.namespace());
+    let mut warnings = text::Warnings::default();
+    let stripped = match judge_reserved(&pod, namespace, policy, config_maps, &mut warnings) {
+        Ok(stripped) => stripped,
+        Err(message) => return Decision::deny(message, warnings.finish()),
+    };
+    let selection = match choose_services(&pod, namespace, catalog, policy, &mut warnings) {
+        Ok(selection) => selection,
+        Err(message) => return Decision::deny(message, warnings.finish()),
+    };
+    let injection = plan_injection(selection.as_ref(), &pod, catalog, policy, &mut warnings);
+    let variables = injection.variables;
+    let (patch, injected) = build_patch(&pod, &stripped, injection, policy);
+    Decision {
+        verdict: Verdict::Allow,
+        patch,
+        warnings: warnings.finish(),
+        injected,
+        variables,
+    }
+}
+
+/// The Pod a review asks to create; `Err`: the decision for a review that is not one (any
+/// other kind, operation or subresource), or whose object cannot be read.
+fn pod_to_mutate<'r>(request: &Request<'r>) -> Result<PodView<'r>, Box<Decision>> {
+    if request.sub_resource.is_some() {
+        // Env is immutable after creation; ephemeral containers (kind `Pod`, or
+        // `EphemeralContainers` before 1.22) are checked by /validate.
+        return Err(Box::new(Decision::allow()));
+    }
+    if !request.group.is_empty() || request.kind != "Pod" {
+        return Err(Box::new(unsupported_kind(
+            request,
+            "/mutate handles only Pods",
+        )));
+    }
+    if request.operation != Operation::Create {
+        return Err(Box::new(Decision::allow()));
+    }
+    let invalid = |message: String| Box::new(Decision::invalid(message));
+    let Some(object) = request.object else {
+        return Err(invalid("the review has no object to admit".into()));
+    };
+    let pod: PodView<'r> = pod::decode(object, "Pod").map_err(|e| invalid(e.to_string()))?;
+    if pod.spec.is_none() {
+        return Err(invalid("not a valid Pod: `spec` is missing".into()));
+    }
+    Ok(pod)
+}
+
+/// Applies the reserved rules to the Pod's init and regular containers: a denial is the
+/// refusal's text; otherwise the `env` entries to strip, with warnings for what is stripped
+/// or only warned about.
+fn judge_reserved(
+    pod: &PodView<'_>,
+    namespace: &str,
+    policy: &Policy,
+    config_maps: &dyn ConfigMapKeys,
+    warnings: &mut text::Warnings,
+) -> Result<Stripped, String> {
+    let findings =
+        policy
+            .rules
+            .evaluate(namespace, &pod.container_envs(&MUTATED_KINDS), config_maps);
+    let mut denials = text::Messages::default();
+    let mut stripped = Stripped::new();
+    let message = |finding: &Finding| finding.message(MessageContext::Mutation);
+    for finding in &findings {
+        match finding.action {
+            Action::Deny => denials.push_with(|| message(finding)),
+            Action::Strip => {
+                if let Origin::Env(entry) = finding.origin {
+                    let at = ContainerAt {
+                        kind: finding.kind,
+                        index: finding.index,
+                    };
+                    stripped.entry(at).or_default().insert(entry);
+                }
+                warnings.push_with(|| message(finding));
+            }
+            Action::Warn => warnings.push_with(|| message(finding)),
+        }
+    }
+    if denials.is_empty() {
+        Ok(stripped)
+    } else {
+        Err(denial_text(&denials))
+    }
+}
+
+/// `None`: no injection for this Pod. `Err`: the Pod is refused with the message.
+///
+/// A recorded `envlink.io/injected` list is judged like `envlink.io/services`: envlink's own
+/// record (read back when the API server reinvokes it) passes that check unchanged, and a
+/// record a Pod author wrote on a new Pod gains nothing the annotation would not give — the
+/// missing-Service rule applies, `kubernetes` is added, and under `mode: annotated` a record
+/// alone (without `envlink.io/services`) injects nothing.
+fn choose_services(
+    pod: &PodView<'_>,
+    namespace: &str,
+    catalog: &Snapshot,
+    policy: &Policy,
+    warnings: &mut text::Warnings,
+) -> Result<Option<Selection>, String> {
+    let config = &policy.config.services;
+    if config.mode == InjectionMode::Off || !wants_injection(pod)? {
+        return Ok(None);
+    }
+    let services = pod.annotation(ANNOTATION_SERVICES);
+    let listed = match pod.annotation(ANNOTATION_INJECTED) {
+        Some(_) if config.mode == InjectionMode::Annotated && services.is_none() => {
+            return Ok(None);
+        }
+        Some(recorded) => Some((ANNOTATION_INJECTED, recorded, Source::Recorded)),
+        None => services.map(|names| (ANNOTATION_SERVICES, names, Source::Annotation)),
+    };
+    if listed.is_none() && config.mode == InjectionMode::Annotated {
+        return Ok(None);
+    }
+    if !catalog.is_ready() {
+        // Before the first list envlink does not know the Services: it changes nothing about
+        // them, so the kubelet's own service links stay as the Pod asked.
+        warnings.push(
+            "envlink: the Service catalog is still loading (envlink just started); no service \
+             variables were injected and spec.enableServiceLinks was left as it is"
+                .to_string(),
+        );
+        return Ok(None);
+    }
+    let selection = match listed {
+        Some((annotation, value, source)) => {
+            selection::listed_selection(catalog, namespace, annotation, value, config, source)
+                .map_err(|e| format!("envlink: {e}"))?
+        }
+        None => {
+            let links_enabled = pod.enable_service_links().unwrap_or(true);
+            selection::kubelet_selection(catalog, namespace, links_enabled)
+        }
+    };
+    if !selection.missing.is_empty() {
+        let text = missing_text(namespace, &selection);
+        match config.on_missing {
+            OnMissing::Deny => return Err(text),
+            OnMissing::Warn => warnings.push(text),
+        }
+    }
+    if selection.without_ip_count > 0 {
+        warnings.push(without_ip_text(&selection));
+    }
+    Ok(Some(selection))
+}
+
+/// The Pod's `envlink.io/inject` opt-out: absent or `true` (any case) injects, `false` does
+/// not, anything else is refused.
+fn wants_injection(pod: &PodView<'_>) -> Result<bool, String> {
+    match pod.annotation(ANNOTATION_INJECT).map(str::trim) {
+        None => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(format!(
+            "envlink: annotation {ANNOTATION_INJECT} must be \"true\" or \"false\", not {:?}",
+            text::clip(v, text::ECHO_LIMIT)
+        )),
+    }
+}
+
+fn missing_text(namespace: &str, selection: &Selection) -> String {
+    let annotation = if selection.source == Source::Recorded {
+        ANNOTATION_INJECTED
+    } else {
+        ANNOTATION_SERVICES
+    };
+    let count = selection.missing_count;
+    // Same-namespace Services are named plainly, as the user wrote them.
+    let own = format!("{namespace}/");
+    let names = selection
+        .missing
+        .iter()
+        .map(|m| m.strip_prefix(own.as_str()).unwrap_or(m));
+    let names = text::list(names, count);
+    let noun = if count == 1 { "Service" } else { "Services" };
+    format!(
+        "envlink: {noun} {names} named in {annotation} not found in namespace {:?}; the Pod \
+         can be created once {} exist{}",
+        text::clip(namespace, text::ECHO_LIMIT),
+        if count == 1 { "it" } else { "they" },
+        if count == 1 { "s" } else { "" },
+    )
+}
+
+fn without_ip_text(selection: &Selection) -> String {
+    let one = selection.without_ip_count == 1;
+    format!(
+        "envlink: {} {} ha{} no cluster IP (headless or ExternalName) and give{} no variables",
+        if one { "Service" } else { "Services" },
+        text::list(&selection.without_ip, selection.without_ip_count),
+        if one { "s" } else { "ve" },
+        if one { "s" } else { "" },
+    )
+}
+
+/// What a Pod is injected with.
+struct Injection<'s> {
+    /// The Services, when the Pod is injected (chosen, and within both limits).
+    selection: Option<&'s Selection>,
+    /// Their variables, deduplicated (empty when over `services.maxVariables`).
+    vars: InjectedVars,
+    /// How many distinct variables the Services give (as reported in the decision).
+    variables: usize,
+    /// Per init and regular container, the variables it gets (empty when not injected).
+    containers: Vec<ContainerPlan>,
+}
+
+/// Phase 4: the chosen Services' variables (the first Service in order wins a name), checked
+/// against `services.maxVariables`, then planned per container and checked against
+/// [`MAX_INJECTED_ENTRIES`]. Over either limit nothing is injected, with a warning.
+fn plan_injection<'s>(
+    selection: Option<&'s Selection>,
+    pod: &PodView<'_>,
+    catalog: &Snapshot,
+    policy: &Policy,
+    warnings: &mut text::Warnings,
+) -> Injection<'s> {
+    let none = |vars: InjectedVars, variables| Injection {
+        selection: None,
+        vars,
+        variables,
+        containers: Vec::new(),
+    };
+    let Some(selection) = selection else {
+        return none(InjectedVars::new(), 0);
+    };
+    let variables = Variables::of(selection, catalog, policy);
+    let max = policy.config.services.max_variables;
+    if variables.vars.len() > max {
+        warnings.push(format!(
+            "envlink: this Pod would get {} service variables, more than the limit of {max} \
+             (services.maxVariables); none were injected. Name the Services it needs in the \
+             {ANNOTATION_SERVICES} annotation",
+            variables.vars.len()
+        ));
+        return none(InjectedVars::new(), 0);
+    }
+    let count = variables.vars.len();
+    match ContainerPlanner::new(&variables, policy).plan(pod) {
+        Ok(containers) => Injection {
+            selection: Some(selection),
+            vars: variables.vars,
+            variables: count,
+            containers,
+        },
+        Err(entries) => {
+            warnings.push(format!(
+                "envlink: injecting would add {entries} env entries across {} containers, \
+                 more than {MAX_INJECTED_ENTRIES} (a Pod that size cannot be stored); none \
+                 were injected. Name the Services it needs in the {ANNOTATION_SERVICES} \
+                 annotation",
+                pod.containers(ContainerKind::Init).len()
+                    + pod.containers(ContainerKind::Regular).len()
+            ));
+            none(variables.vars, count)
+        }
+    }
+}
+
+/// The variables of the chosen Services, deduplicated, with what the per-container plan
+/// needs to look them up.
+struct Variables<'s> {
+    vars: InjectedVars,
+    /// Variable name → its index in `vars`.
+    index_of: HashMap<&'s str, usize>,
+    /// The indices of the variables some rule could reserve (asked once per Pod, and skipped
+    /// for the Services whose variables the catalog found no rule can reserve: nearly all).
+    maybe_reserved: Vec<usize>,
+}
+
+impl<'s> Variables<'s> {
+    fn of(selection: &'s Selection, catalog: &Snapshot, policy: &Policy) -> Self {
+        let total = selection
+            .chosen
+            .iter()
+            .map(|c| c.service.variable_count())
+            .sum();
+        let mut out = Self {
+            vars: InjectedVars::new(),
+            index_of: HashMap::with_capacity(total),
+            maybe_reserved: Vec::new(),
+        };
+        let rules = &policy.rules;
+        // The catalog judged each Service when it arrived; with other rules (a catalog built
+        // without them) every Service is asked about.
+        let judged = catalog.judged_with(rules);
+        for chosen in &selection.chosen {
+            let service = &chosen.service;
+            let check = !judged || service.may_have_reserved();
+            let handle = out.vars.add_service(Arc::clone(service));
+            for (at, name, value) in service.variables_at() {
+                if let Entry::Vacant(slot) = out.index_of.entry(name) {
+                    let index = out.vars.len();
+                    out.vars.push(handle, at, name, value);
+                    if out.vars.len() > index {
+                        slot.insert(index);
+                        if check && rules.may_be_reserved(name) {
+                            out.maybe_reserved.push(index);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Decides which variables each init and regular container gets: not those it defines
+/// itself, not those reserved there.
+///
+/// Linear: a container's own names are marked with a per-container stamp (no clearing of a
+/// per-variable array per container), a lower bound of the total is checked before any list
+/// is built (so ten thousand containers do not cost ten thousand passes over the variables),
+/// and which variables are reserved is asked once per distinct set of resources.
+struct ContainerPlanner<'v, 's> {
+    variables: &'v Variables<'s>,
+    policy: &'v Policy,
+    /// Per variable, the generation of the last container that defines it.
+    stamp: Vec<u32>,
+    generation: u32,
+    /// Resource names → the variables reserved in a container with exactly those.
+    reserved_by_resources: HashMap<Vec<&'v str>, HashSet<usize>>,
+}
+
+impl<'v, 's> ContainerPlanner<'v, 's> {
+    fn new(variables: &'v Variables<'s>, policy: &'v Policy) -> Self {
+        Self {
+            variables,
+            policy,
+            stamp: vec![0; variables.vars.len()],
+            generation: 0,
+            reserved_by_resources: HashMap::new(),
+        }
+    }
+
+    /// The plan; `Err(entries)` when the entries summed over containers would pass
+    /// [`MAX_INJECTED_ENTRIES`].
+    fn plan(mut self, pod: &'v PodView<'_>) -> Result<Vec<ContainerPlan>, usize> {
+        let count = self.variables.vars.len();
+        let reservable = self.variables.maybe_reserved.len();
+        let mut lower_bound = 0usize;
+        for (_, container) in containers(pod) {
+            let defined = self.mark(container);
+            lower_bound = lower_bound.saturating_add(count.saturating_sub(defined + reservable));
+        }
+        if lower_bound > MAX_INJECTED_ENTRIES {
+            return Err(lower_bound);
+        }
+        let mut plans = Vec::new();
+        let mut entries = 0usize;
+        for (at, container) in containers(pod) {
+            self.mark(container);
+            let injected = self.injected_into(container);
+            entries += injected.len();
+            plans.push(ContainerPlan { at, injected });
+        }
+        if entries > MAX_INJECTED_ENTRIES {
+            return Err(entries);
+        }
+        Ok(plans)
+    }
+
+    /// Marks the container's own names with a new generation; returns how many distinct
+    /// variables it defines.
+    fn mark(&mut self, container: &ContainerView<'_>) -> usize {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamp.fill(0);
+            self.generation = 1;
+        }
+        let mut defined = 0usize;
+        for name in container.env_names() {
+            if let Some(&i) = self.variables.index_of.get(name)
+                && self.stamp[i] != self.generation
+            {
+                self.stamp[i] = self.generation;
+                defined += 1;
+            }
+        }
+        defined
+    }
+
+    /// The variables the container last marked gets, in order.
+    fn injected_into(&mut self, container: &'v ContainerView<'_>) -> Vec<u32> {
+        let Self {
+            variables,
+            policy,
+            stamp,
+            generation,
+            reserved_by_resources,
+        } = self;
+        let reserved_here = if variables.maybe_reserved.is_empty() {
+            None
+        } else {
+            // Which rules apply to these resources, and so which variables are reserved
+            // here, is decided once per distinct set of resources.
+            let reserved = reserved_by_resources
+                .entry(container.resource_names())
+                .or_insert_with_key(|resources| reserved_among(variables, policy, resources));
+            Some(&*reserved)
+        };
+        (0..variables.vars.len())
+            .filter(|&i| stamp[i] != *generation)
+            .filter(|i| reserved_here.is_none_or(|r| !r.contains(i)))
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect()
+    }
+}
+
+/// The variables of `maybe_reserved` that a rule reserves in a container with `resources`.
+fn reserved_among(
+    variables: &Variables<'_>,
+    policy: &Policy,
+    resources: &[&str],
+) -> HashSet<usize> {
+    let rules = policy.rules.for_container(resources);
+    variables
+        .maybe_reserved
+        .iter()
+        .copied()
+        .filter(|&i| {
+            variables
+                .vars
+                .get(i)
+                .is_some_and(|(name, _)| rules.is_reserved(name))
+        })
+        .collect()
+}
+
+/// The init and regular containers, in patch order.
+fn containers<'p, 'a>(
+    pod: &'p PodView<'a>,
+) -> impl Iterator<Item = (ContainerAt, &'p ContainerView<'a>)> {
+    MUTATED_KINDS.into_iter().flat_map(move |kind| {
+        pod.containers(kind)
+            .iter()
+            .enumerate()
+            .map(move |(index, c)| (ContainerAt { kind, index }, c))
+    })
+}
+
+/// Phase 5: the patch, and the record written to `envlink.io/injected` (when injecting).
+fn build_patch(
+    pod: &PodView<'_>,
+    stripped: &Stripped,
+    injection: Injection<'_>,
+    policy: &Policy,
+) -> (PatchPlan, Option<String>) {
+    let mut ops = env_ops(pod, injection.containers, stripped);
+    let mut record = None;
+    if let Some(selection) = injection.selection {
+        if policy.config.services.disable_service_links && pod.enable_service_links() != Some(false)
+        {
+            ops.push(PlannedOp::Op(PatchOperation::Add(AddOperation {
+                path: pointer(&["spec", "enableServiceLinks"]),
+                value: Value::Bool(false),
+            })));
+        }
+        let injected = selection
+            .chosen
+            .iter()
+            .map(|c| c.reference.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        // envlink's own record, read back on a reinvocation, is rewritten to itself: no op.
+        // Anything else (a record a Pod author wrote) is replaced by the truth.
+        if pod.annotation(ANNOTATION_INJECTED) != Some(injected.as_str()) {
+            ops.push(PlannedOp::Op(annotation_op(
+                pod,
+                ANNOTATION_INJECTED,
+                &injected,
+            )));
+        }
+        record = Some(injected);
+    }
+    let patch = PatchPlan {
+        vars: injection.vars,
+        ops,
+    };
+    (patch, record)
+}
+
+/// One `env` operation per container that gets variables or loses a stripped entry: the
+/// injected variables, then the container's own entries that stay, copied as written.
+fn env_ops(pod: &PodView<'_>, plans: Vec<ContainerPlan>, stripped: &Stripped) -> Vec<PlannedOp> {
+    // Containers that only lose an entry (injection off, or over a limit) need an operation
+    // too; a map, not a scan per stripping container: both may number in the tens of
+    // thousands. Ordered as the Pod spec lists them.
+    let mut changed: BTreeMap<ContainerAt, Vec<u32>> = plans
+        .into_iter()
+        .filter(|plan| !plan.injected.is_empty())
+        .map(|plan| (plan.at, plan.injected))
+        .collect();
+    for &at in stripped.keys() {
+        changed.entry(at).or_default();
+    }
+    changed
+        .into_iter()
+        .filter_map(|(at, injected)| {
+            let container = pod.containers(at.kind).get(at.index)?;
+            let strip = stripped.get(&at);
+            let mut kept = String::new();
+            for (i, entry) in container.env_entries().iter().enumerate() {
+                if strip.is_some_and(|s| s.contains(&i)) {
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.push(',');
+                }
+                kept.push_str(entry.raw.get());
+            }
+            Some(PlannedOp::Env {
+                path: pointer(&["spec", at.kind.field(), &at.index.to_string(), "env"]),
+                replace: container.env.is_some(),
+                injected,
+                kept,
+            })
+        })
+        .collect()
+}
+
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn annotation_op(pod: &PodView<'_>, key: &str, value: &str) -> PatchOperation {
+    if pod.metadata.is_none() {
+        let mut annotations = Map::new();
+        annotations.insert(key.into(), Value::String(value.into()));
+        let mut metadata = Map::new();
+        metadata.insert("annotations".into(), Value::Object(annotations));
+        return PatchOperation::Add(AddOperation {
+            path: pointer(&["metadata"]),
+            value: Value::Object(metadata),
+        });
+    }
+    if pod.has_annotations() {
+        PatchOperation::Add(AddOperation {
+            path: pointer(&["metadata", "annotations", key]),
+            value: Value::String(value.into()),
+        })
+    } else {
+        let mut map = Map::new();
+        map.insert(key.into(), Value::String(value.into()));
+        PatchOperation::Add(AddOperation {
+            path: pointer(&["metadata", "annotations"]),
+            value: Value::Object(map),
+        })
+    }
+}

@@ -1,0 +1,501 @@
+//! One watch driver for every watched resource (Services, ConfigMaps, ResourceClaims and
+//! their templates, and whatever comes next), as kubert's index does it: a resource says how
+//! an object decodes and how its index applies, deletes and resets ([`WatchIndex`]); the
+//! driver ([`WatchDriver`]) turns kube-runtime's watcher events into those calls and keeps
+//! the resource's [`WatchStatus`] (events, restarts, skipped objects, connection, freshness).
+//!
+//! Re-lists: `Init` starts a buffer, `InitApply` fills it, `InitDone` replaces exactly the
+//! watcher's [`ListScope`] with it ([`WatchIndex::reset`]), which drops the objects deleted
+//! while the watch was down (their `Delete` events were never seen). Until `InitDone` the old
+//! contents keep being served: a re-list never shows reviews a half-filled index. The index
+//! is marked ready once every scope has completed one full list.
+//!
+//! [`WatchDriver::handle`] is a plain synchronous function, so the event → index logic is
+//! tested by feeding events, without an API server; [`run`] feeds it from the watchers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, DefaultBackoff, Event};
+
+use super::ListScope;
+use super::status::WatchStatus;
+
+/// Server-side lifetime of one watch request, and so the longest a watch the API server has
+/// abandoned goes unnoticed. A watch that ends normally is resumed from its last
+/// resourceVersion (no re-list; the API server sends a bookmark shortly before the end, so
+/// even a namespace without writes resumes inside the watch cache's window), so this costs
+/// one request per scope every 30 s.
+///
+/// Why it must be short: when a watcher falls behind a burst of writes (envlink starved of
+/// CPU, or frozen), a 1.20 API server force-closes it ("Forcing watcher close due to
+/// unresponsiveness") but leaves the HTTP stream open and silent until this timeout ends the
+/// request — verified with a plain HTTP client, so every client (the kubelet's informers,
+/// with their 5-10 minute watches, included) is blind until then. The e2e test
+/// `watch_survives_a_burst_while_envlink_is_frozen` reproduces it.
+pub const WATCH_TIMEOUT_SECS: u32 = 30;
+
+/// Client read timeout: longer than [`WATCH_TIMEOUT_SECS`], so a healthy watch never hits
+/// it; it ends a watch whose connection died without a FIN (a vanished peer, a dropped NAT
+/// entry), which no timeout on the server side can.
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a watched object was left out of its index.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The object does not decode as its kind.
+    #[error("{kind} {namespace}/{name} does not decode: {message}")]
+    Undecodable {
+        /// The object's kind (`Service`, `ConfigMap`, ...).
+        kind: String,
+        /// Namespace (may be empty).
+        namespace: String,
+        /// Name (may be empty).
+        name: String,
+        /// The decoder's message, with the field path.
+        message: String,
+    },
+    /// No `metadata.name`.
+    #[error("a {kind} in namespace {namespace:?} has no metadata.name")]
+    NoName {
+        /// The object's kind.
+        kind: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// No `metadata.namespace` on a cluster-wide watch.
+    #[error("{kind} {name} has no metadata.namespace")]
+    NoNamespace {
+        /// The object's kind.
+        kind: String,
+        /// Name.
+        name: String,
+    },
+}
+
+/// The namespace and name of a watched object: its metadata's, or — for a namespaced watch
+/// whose object omits it — the watched namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectKey {
+    /// Namespace (empty when neither the object nor the scope names one).
+    pub namespace: String,
+    /// Name (empty when the object has none).
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of `object` seen on a watch of `scope`.
+    pub fn of(object: &DynamicObject, scope: &ListScope) -> Self {
+        let namespace = match (&object.metadata.namespace, scope) {
+            (Some(ns), _) if !ns.is_empty() => ns.clone(),
+            (_, ListScope::Namespace(ns)) => ns.clone(),
+            (_, ListScope::All) => String::new(),
+        };
+        Self {
+            namespace,
+            name: object.metadata.name.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The key, if it names an object (a name and a namespace); every kind envlink watches is
+    /// namespaced.
+    pub fn complete(self, kind: &str) -> Result<Self, SkipReason> {
+        if self.name.is_empty() {
+            return Err(SkipReason::NoName {
+                kind: kind.to_string(),
+                namespace: self.namespace,
+            });
+        }
+        if self.namespace.is_empty() {
+            return Err(SkipReason::NoNamespace {
+                kind: kind.to_string(),
+                name: self.name,
+            });
+        }
+        Ok(self)
+    }
+
+    /// A decoding failure of this object.
+    pub fn undecodable(&self, kind: &str, message: String) -> SkipReason {
+        SkipReason::Undecodable {
+            kind: kind.to_string(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            message,
+        }
+    }
+}
+
+/// An index fed by a watch: how one object decodes, and how the index takes an object, loses
+/// one, and is replaced by a completed list. Implementations do their own locking (readers
+/// are the reviews); the driver calls them from one task.
+pub trait WatchIndex: Send + Sync + 'static {
+    /// What one object decodes to (only the fields the index keeps).
+    type Item: Send;
+    /// Why a decoded item cannot be stored.
+    type Error: std::fmt::Display;
+
+    /// The API resource watched.
+    fn resource(&self) -> ApiResource;
+
+    /// Decodes one object whose (complete) key is `key`.
+    fn decode(&self, key: ObjectKey, object: DynamicObject) -> Result<Self::Item, SkipReason>;
+
+    /// Adds or replaces one object.
+    fn apply(&self, item: Self::Item) -> Result<(), Self::Error>;
+
+    /// Removes one object (absent is fine: deletes may repeat after a re-list).
+    fn delete(&self, key: &ObjectKey);
+
+    /// Replaces everything in `scope` with `items` (a completed list); returns the items
+    /// that could not be stored.
+    fn reset(&self, scope: &ListScope, items: Vec<Self::Item>) -> Vec<Self::Error>;
+
+    /// Marks the first full list (of every scope) as done.
+    fn mark_ready(&self);
+
+    /// Whether [`WatchIndex::mark_ready`] was called.
+    fn is_ready(&self) -> bool;
+
+    /// How many objects are held, for logs.
+    fn len(&self) -> usize;
+
+    /// Whether none are.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug)]
+struct ScopeState<T> {
+    scope: ListScope,
+    /// `Some` between `Init` and `InitDone`.
+    buffer: Option<Vec<T>>,
+    /// Whether a full list has completed at least once.
+    synced: bool,
+    /// Listed, and no failure or new list since: this scope's part of the index is current.
+    connected: bool,
+}
+
+/// Applies the watch events of one resource to its index; one per resource, fed by every
+/// watcher (scope) of that resource.
+#[derive(Debug)]
+pub struct WatchDriver<I: WatchIndex> {
+    index: Arc<I>,
+    /// The resource's kind, for logs and skip reasons.
+    kind: String,
+    scopes: Vec<ScopeState<I::Item>>,
+    status: Arc<WatchStatus>,
+}
+
+impl<I: WatchIndex> WatchDriver<I> {
+    /// A driver for these scopes; the index becomes ready once every scope has completed one
+    /// full list. Its status (see [`WatchDriver::status`]) is watching from now on.
+    pub fn new(index: Arc<I>, scopes: Vec<ListScope>) -> Self {
+        let resource = index.resource();
+        let status = Arc::new(WatchStatus::new(&resource.plural));
+        status.connection().start_watching();
+        Self {
+            index,
+            kind: resource.kind,
+            scopes: scopes
+                .into_iter()
+                .map(|scope| ScopeState {
+                    scope,
+                    buffer: None,
+                    synced: false,
+                    connected: false,
+                })
+                .collect(),
+            status,
+        }
+    }
+
+    /// A driver of one cluster-wide watch.
+    pub fn cluster_wide(index: Arc<I>) -> Self {
+        Self::new(index, vec![ListScope::All])
+    }
+
+    /// The counters and connection state this driver keeps.
+    pub fn status(&self) -> Arc<WatchStatus> {
+        self.status.clone()
+    }
+
+    /// The scopes, in the order their indexes refer to.
+    pub fn scopes(&self) -> impl Iterator<Item = &ListScope> {
+        self.scopes.iter().map(|s| &s.scope)
+    }
+
+    /// Whether every scope has completed a full list.
+    pub fn all_synced(&self) -> bool {
+        self.scopes.iter().all(|s| s.synced)
+    }
+
+    /// Whether every scope is connected (listed, no failure since).
+    pub fn all_connected(&self) -> bool {
+        self.scopes.iter().all(|s| s.connected)
+    }
+
+    /// Applies one event of the watcher of scope number `index`.
+    pub fn handle(&mut self, index: usize, event: Event<DynamicObject>) {
+        if index >= self.scopes.len() {
+            tracing::error!(index, kind = %self.kind, "watch event for an unknown scope; ignored");
+            return;
+        }
+        match event {
+            Event::Init => self.list_started(index),
+            Event::InitApply(object) => self.listed(index, object),
+            Event::InitDone => self.list_done(index),
+            Event::Apply(object) => self.applied(index, object),
+            Event::Delete(object) => self.deleted(index, object),
+        }
+    }
+
+    /// Records that the watcher of scope `index` failed; kube-runtime restarts it (after a
+    /// backoff) with a fresh list.
+    pub fn restarted(&mut self, index: usize, error: &dyn std::fmt::Display) {
+        self.status.counters().count_restart();
+        let scope = self.scopes.get(index).map(|s| &s.scope);
+        tracing::warn!(?scope, %error, "{} watch failed; restarting with backoff", self.kind);
+        self.set_connected(index, false);
+    }
+
+    fn list_started(&mut self, index: usize) {
+        if let Some(state) = self.scopes.get_mut(index) {
+            tracing::debug!(scope = ?state.scope, "{} list started", self.kind);
+            state.buffer = Some(Vec::new());
+        }
+        // Until InitDone, this scope serves its previous contents: not current.
+        self.set_connected(index, false);
+    }
+
+    fn listed(&mut self, index: usize, object: DynamicObject) {
+        self.status.counters().count_event();
+        let Some(state) = self.scopes.get_mut(index) else {
+            return;
+        };
+        let item = ObjectKey::of(&object, &state.scope)
+            .complete(&self.kind)
+            .and_then(|key| self.index.decode(key, object));
+        let unannounced = state.buffer.is_none();
+        if unannounced {
+            // kube-runtime always sends Init first. Were one lost, this object still belongs
+            // to a list under way: start its buffer rather than drop the object (which that
+            // list's InitDone would then delete from the index).
+            tracing::warn!(scope = ?state.scope, "{} InitApply without Init; starting a list", self.kind);
+        }
+        let buffer = state.buffer.get_or_insert_with(Vec::new);
+        match item {
+            Ok(item) => buffer.push(item),
+            Err(reason) => self.skipped(&reason),
+        }
+        if unannounced {
+            self.set_connected(index, false);
+        }
+    }
+
+    fn list_done(&mut self, index: usize) {
+        let Some(state) = self.scopes.get_mut(index) else {
+            return;
+        };
+        let Some(items) = state.buffer.take() else {
+            // kube-runtime always sends Init first; replacing with nothing here would
+            // empty the scope, so a stray InitDone changes nothing.
+            tracing::warn!(scope = ?state.scope, "{} InitDone without Init; ignored", self.kind);
+            return;
+        };
+        let listed = items.len();
+        state.synced = true;
+        let errors = self.index.reset(&state.scope, items);
+        tracing::info!(scope = ?state.scope, objects = listed, "{} list complete", self.kind);
+        for error in errors {
+            self.skipped(&error);
+        }
+        self.set_connected(index, true);
+        if !self.index.is_ready() && self.all_synced() {
+            self.index.mark_ready();
+            tracing::info!(
+                objects = self.index.len(),
+                "{} index synced: ready",
+                self.kind
+            );
+        }
+    }
+
+    fn applied(&mut self, index: usize, object: DynamicObject) {
+        self.status.counters().count_event();
+        let Some(state) = self.scopes.get(index) else {
+            return;
+        };
+        let key = ObjectKey::of(&object, &state.scope);
+        let outcome = key
+            .clone()
+            .complete(&self.kind)
+            .and_then(|key| self.index.decode(key, object))
+            .map_err(|e| e.to_string())
+            .and_then(|item| self.index.apply(item).map_err(|e| e.to_string()));
+        if let Err(reason) = outcome {
+            self.skipped(&reason);
+            // Its previous version is no longer what the cluster has; a re-list would leave
+            // it out too, so do the same now instead of serving stale data.
+            if !key.namespace.is_empty() && !key.name.is_empty() {
+                self.index.delete(&key);
+            }
+        }
+        self.mark_current();
+    }
+
+    fn deleted(&mut self, index: usize, object: DynamicObject) {
+        self.status.counters().count_event();
+        let Some(state) = self.scopes.get(index) else {
+            return;
+        };
+        // Deletion needs only the key, so even an undecodable object is removed.
+        let key = ObjectKey::of(&object, &state.scope);
+        if !key.name.is_empty() {
+            self.index.delete(&key);
+        }
+        self.mark_current();
+    }
+
+    fn skipped(&self, reason: &dyn std::fmt::Display) {
+        self.status.counters().count_skipped();
+        tracing::warn!(%reason, "{} skipped", self.kind);
+    }
+
+    /// Marks scope `index` connected or not, and keeps the shared state in step: the moment
+    /// the whole index stops (or starts) being current is recorded as "last known current".
+    fn set_connected(&mut self, index: usize, connected: bool) {
+        let was = self.all_connected();
+        let Some(state) = self.scopes.get_mut(index) else {
+            return;
+        };
+        state.connected = connected;
+        let now = self.all_connected();
+        self.status.connection().transition(was, now);
+        if was && !now {
+            tracing::warn!(
+                scope = ?self.scopes.get(index).map(|s| &s.scope),
+                "{} watch disconnected: serving the last known contents until it re-lists",
+                self.kind
+            );
+        } else if !was && now && self.index.is_ready() {
+            tracing::info!("{} watch connected: the index is current", self.kind);
+        }
+    }
+
+    /// An event arrived on a connected watch: the index is known current now.
+    fn mark_current(&self) {
+        if self.all_connected() {
+            self.status.connection().mark_current();
+        }
+    }
+}
+
+/// `410 Gone` (or `Expired`): the watch's resourceVersion has left the API server's window
+/// (typically after an outage with writes meanwhile); the watcher re-lists on its next poll.
+fn is_desync(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchError(status) if status.code == 410)
+}
+
+/// kube-runtime's default backoff (0.8 s doubling to 30 s, reset after 120 s of health),
+/// except right after a desync: that error means the API server answered, so the re-list
+/// it needs starts at once (as client-go's reflector does) instead of waiting out a backoff
+/// grown during the outage, and the backoff starts over.
+struct RelistAtOnce {
+    inner: DefaultBackoff,
+    /// Set by the stream when the error about to be backed off is a desync.
+    desync: Arc<AtomicBool>,
+}
+
+impl Iterator for RelistAtOnce {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        if self.desync.swap(false, Ordering::Relaxed) {
+            self.inner.reset();
+            return Some(Duration::ZERO);
+        }
+        self.inner.next()
+    }
+}
+
+impl Backoff for RelistAtOnce {
+    fn reset(&mut self) {
+        self.inner.reset();
+    }
+}
+
+/// Runs the watchers of every scope of `driver` until the process ends, feeding it. The API
+/// server going away is not fatal: each watcher backs off and re-lists (at once after a
+/// `410 Gone`), and the index keeps serving meanwhile.
+pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>) {
+    let resource = driver.index.resource();
+    // `any_semantic`: the first list may come from the API server's watch cache instead of
+    // etcd (what client-go informers do), which is far cheaper with many objects.
+    let config = watcher::Config::default()
+        .any_semantic()
+        .timeout(WATCH_TIMEOUT_SECS);
+    let streams = driver.scopes().enumerate().map(|(index, scope)| {
+        let api: Api<DynamicObject> = match scope {
+            ListScope::All => Api::all_with(client.clone(), &resource),
+            ListScope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        };
+        let desync = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&desync);
+        watcher::watcher(api, config.clone())
+            .inspect(move |item| {
+                if item.as_ref().is_err_and(is_desync) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            })
+            .backoff(RelistAtOnce {
+                inner: DefaultBackoff::default(),
+                desync,
+            })
+            .map(move |item| (index, item))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    while let Some((index, item)) = events.next().await {
+        match item {
+            Ok(event) => driver.handle(index, event),
+            Err(error) => driver.restarted(index, &error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_desync_relists_at_once_and_restarts_the_backoff() {
+        let desync = Arc::new(AtomicBool::new(false));
+        let mut backoff = RelistAtOnce {
+            inner: DefaultBackoff::default(),
+            desync: Arc::clone(&desync),
+        };
+        let grown: Vec<Duration> = (0..6).filter_map(|_| backoff.next()).collect();
+        assert!(grown.iter().all(|d| !d.is_zero()), "{grown:?}");
+        desync.store(true, Ordering::Relaxed);
+        assert_eq!(backoff.next(), Some(Duration::ZERO));
+        // The flag is consumed, and the next failure starts from the smallest delay again.
+        let next = backoff.next().expect("a delay");
+        assert!(
+            !next.is_zero() && next < grown[5],
+            "{next:?} after {grown:?}"
+        );
+        let gone = watcher::Error::WatchError(Box::new(kube::core::Status {
+            code: 410,
+            ..Default::default()
+        }));
+        assert!(is_desync(&gone));
+        assert!(!is_desync(&watcher::Error::NoResourceVersion));
+    }
+}
