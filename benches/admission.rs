@@ -130,7 +130,7 @@ fn bench_variables(c: &mut Criterion) {
                 let sel = selection::kubelet_selection(&cat.snapshot(), black_box("ns"), true);
                 sel.chosen
                     .iter()
-                    .map(|c| c.service.variables().count())
+                    .map(|c| c.service.variable_count())
                     .sum::<usize>()
             })
         });

@@ -9,7 +9,7 @@
 //! 5. [`build_patch`]: the `env` operations, `enableServiceLinks` and the record.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::ops::Range;
 
 use hashbrown::hash_map::Entry;
 use hashbrown::{HashMap, HashSet};
@@ -24,7 +24,7 @@ use super::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SERVICES, Decision, MAX_INJECTED_ENTRIES,
     Operation, Request, Verdict, denial_text, review_namespace, unsupported_kind,
 };
-use crate::catalog::Snapshot;
+use crate::catalog::{Rendered, Snapshot};
 use crate::config::{InjectionMode, OnMissing, Policy};
 use crate::podshape::ContainerKind;
 use crate::reserved::{Action, ConfigMapKeys, Finding, MessageContext, Origin};
@@ -292,22 +292,26 @@ fn plan_injection<'s>(
     let Some(selection) = selection else {
         return none(InjectedVars::new(), 0);
     };
-    let variables = Variables::of(selection, catalog, policy);
+    let (rendered, runs) = render_chosen(selection, catalog, policy);
+    let variables = Variables::of(&rendered, &runs, policy);
+    let count = variables.len();
     let max = policy.config.services.max_variables;
-    if variables.vars.len() > max {
+    if count > max {
         warnings.push(format!(
-            "envlink: this Pod would get {} service variables, more than the limit of {max} \
-             (services.maxVariables); none were injected. Name the Services it needs in the \
-             {ANNOTATION_SERVICES} annotation",
-            variables.vars.len()
+            "envlink: this Pod would get {count} service variables, more than the limit of \
+             {max} (services.maxVariables); none were injected. Name the Services it needs in \
+             the {ANNOTATION_SERVICES} annotation",
         ));
         return none(InjectedVars::new(), 0);
     }
-    let count = variables.vars.len();
-    match ContainerPlanner::new(&variables, policy).plan(pod) {
+    let planned = ContainerPlanner::new(&variables, policy).plan(pod);
+    // The plan holds indices only: the rendered text moves into the answer as it is.
+    let entries = variables.into_entries();
+    let vars = InjectedVars::of(rendered, entries);
+    match planned {
         Ok(containers) => Injection {
             selection: Some(selection),
-            vars: variables.vars,
+            vars,
             variables: count,
             containers,
         },
@@ -320,56 +324,90 @@ fn plan_injection<'s>(
                 pod.containers(ContainerKind::Init).len()
                     + pod.containers(ContainerKind::Regular).len()
             ));
-            none(variables.vars, count)
+            none(vars, count)
         }
     }
 }
 
 /// The variables of the chosen Services, deduplicated, with what the per-container plan
 /// needs to look them up.
-struct Variables<'s> {
-    vars: InjectedVars,
-    /// Variable name → its index in `vars`.
-    index_of: HashMap<&'s str, usize>,
-    /// The indices of the variables some rule could reserve (asked once per Pod, and skipped
-    /// for the Services whose variables the catalog found no rule can reserve: nearly all).
+struct Variables<'r> {
+    rendered: &'r Rendered,
+    /// Indices into `rendered` of the variables injected, in order (the first Service in
+    /// order wins a name).
+    entries: Vec<u32>,
+    /// Variable name → its index in `entries`.
+    index_of: HashMap<&'r str, usize>,
+    /// The indices (into `entries`) of the variables some rule could reserve (asked once per
+    /// Pod, and skipped for the Services whose variables the catalog found no rule can
+    /// reserve: nearly all).
     maybe_reserved: Vec<usize>,
 }
 
-impl<'s> Variables<'s> {
-    fn of(selection: &'s Selection, catalog: &Snapshot, policy: &Policy) -> Self {
-        let total = selection
-            .chosen
-            .iter()
-            .map(|c| c.service.variable_count())
-            .sum();
+/// The chosen Services' variables rendered for this review, and which Services' ranges
+/// must be asked about reserved names.
+fn render_chosen(
+    selection: &Selection,
+    catalog: &Snapshot,
+    policy: &Policy,
+) -> (Rendered, Vec<(Range<usize>, bool)>) {
+    let mut rendered =
+        Rendered::with_capacity_for(selection.chosen.iter().map(|c| c.service.as_ref()));
+    // The catalog judged each Service when it arrived; with other rules (a catalog built
+    // without them) every Service is asked about.
+    let judged = catalog.judged_with(&policy.rules);
+    let runs = selection
+        .chosen
+        .iter()
+        .map(|chosen| {
+            let check = !judged || chosen.service.may_have_reserved();
+            (rendered.add(&chosen.service), check)
+        })
+        .collect();
+    (rendered, runs)
+}
+
+impl<'r> Variables<'r> {
+    fn of(rendered: &'r Rendered, runs: &[(Range<usize>, bool)], policy: &Policy) -> Self {
         let mut out = Self {
-            vars: InjectedVars::new(),
-            index_of: HashMap::with_capacity(total),
+            rendered,
+            entries: Vec::with_capacity(rendered.len()),
+            index_of: HashMap::with_capacity(rendered.len()),
             maybe_reserved: Vec::new(),
         };
-        let rules = &policy.rules;
-        // The catalog judged each Service when it arrived; with other rules (a catalog built
-        // without them) every Service is asked about.
-        let judged = catalog.judged_with(rules);
-        for chosen in &selection.chosen {
-            let service = &chosen.service;
-            let check = !judged || service.may_have_reserved();
-            let handle = out.vars.add_service(Arc::clone(service));
-            for (at, name, value) in service.variables_at() {
+        for (run, check) in runs {
+            for i in run.clone() {
+                let (Some((name, _)), Ok(at)) = (rendered.get(i), u32::try_from(i)) else {
+                    continue;
+                };
                 if let Entry::Vacant(slot) = out.index_of.entry(name) {
-                    let index = out.vars.len();
-                    out.vars.push(handle, at, name, value);
-                    if out.vars.len() > index {
-                        slot.insert(index);
-                        if check && rules.may_be_reserved(name) {
-                            out.maybe_reserved.push(index);
-                        }
+                    let index = out.entries.len();
+                    out.entries.push(at);
+                    slot.insert(index);
+                    if *check && policy.rules.may_be_reserved(name) {
+                        out.maybe_reserved.push(index);
                     }
                 }
             }
         }
         out
+    }
+
+    /// The injected variables' indices, releasing the rendered text.
+    fn into_entries(self) -> Vec<u32> {
+        self.entries
+    }
+
+    /// How many distinct variables.
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The name of distinct variable `i`.
+    fn name(&self, i: usize) -> &'r str {
+        self.entries
+            .get(i)
+            .map_or("", |&at| self.rendered.name(at as usize))
     }
 }
 
@@ -395,7 +433,7 @@ impl<'v, 's> ContainerPlanner<'v, 's> {
         Self {
             variables,
             policy,
-            stamp: vec![0; variables.vars.len()],
+            stamp: vec![0; variables.len()],
             generation: 0,
             reserved_by_resources: HashMap::new(),
         }
@@ -404,7 +442,7 @@ impl<'v, 's> ContainerPlanner<'v, 's> {
     /// The plan; `Err(entries)` when the entries summed over containers would pass
     /// [`MAX_INJECTED_ENTRIES`].
     fn plan(mut self, pod: &'v PodView<'_>) -> Result<Vec<ContainerPlan>, usize> {
-        let count = self.variables.vars.len();
+        let count = self.variables.len();
         let reservable = self.variables.maybe_reserved.len();
         let mut lower_bound = 0usize;
         for (_, container) in containers(pod) {
@@ -467,7 +505,7 @@ impl<'v, 's> ContainerPlanner<'v, 's> {
                 .or_insert_with_key(|resources| reserved_among(variables, policy, resources));
             Some(&*reserved)
         };
-        (0..variables.vars.len())
+        (0..variables.len())
             .filter(|&i| stamp[i] != *generation)
             .filter(|i| reserved_here.is_none_or(|r| !r.contains(i)))
             .filter_map(|i| u32::try_from(i).ok())
@@ -486,12 +524,7 @@ fn reserved_among(
         .maybe_reserved
         .iter()
         .copied()
-        .filter(|&i| {
-            variables
-                .vars
-                .get(i)
-                .is_some_and(|(name, _)| rules.is_reserved(name))
-        })
+        .filter(|&i| rules.is_reserved(variables.name(i)))
         .collect()
 }
 

@@ -9,28 +9,19 @@
 //! mutate`, tests and fuzzing).
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation};
 
-use crate::catalog::LinkedService;
+use crate::catalog::Rendered;
 
-/// The variables chosen for a Pod, deduplicated, in injection order.
+/// The variables chosen for a Pod, deduplicated, in injection order: the chosen Services'
+/// variables as rendered for this review, and which of them are injected.
 #[derive(Debug, Clone, Default)]
 pub struct InjectedVars {
-    services: Vec<Arc<LinkedService>>,
-    entries: Vec<Entry>,
-}
-
-/// Where one variable sits: its Service and its span in that Service's buffer, so reading
-/// it back is two slices (it is read once per container when the patch is written).
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    service: u32,
-    at: u32,
-    name_len: u32,
-    value_len: u32,
+    rendered: Rendered,
+    /// Indices into `rendered`, in injection order.
+    entries: Vec<u32>,
 }
 
 impl InjectedVars {
@@ -39,26 +30,9 @@ impl InjectedVars {
         Self::default()
     }
 
-    /// Adds a Service; returns its handle for [`InjectedVars::push`].
-    pub fn add_service(&mut self, service: Arc<LinkedService>) -> u32 {
-        self.services.push(service);
-        u32::try_from(self.services.len() - 1).unwrap_or(u32::MAX)
-    }
-
-    /// Adds the variable `name`/`value` found at position `at` of Service `service` (from
-    /// [`LinkedService::variables_at`]).
-    pub fn push(&mut self, service: u32, at: usize, name: &str, value: &str) {
-        let fits = |n: usize| u32::try_from(n).ok();
-        if let (Some(at), Some(name_len), Some(value_len)) =
-            (fits(at), fits(name.len()), fits(value.len()))
-        {
-            self.entries.push(Entry {
-                service,
-                at,
-                name_len,
-                value_len,
-            });
-        }
+    /// The variables `entries` (indices into `rendered`) of `rendered`.
+    pub fn of(rendered: Rendered, entries: Vec<u32>) -> Self {
+        Self { rendered, entries }
     }
 
     /// How many variables.
@@ -71,30 +45,19 @@ impl InjectedVars {
         self.entries.is_empty()
     }
 
-    /// Drops every variable (over the limit).
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.services.clear();
-    }
-
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        self.get_for_json(i).map(|(name, value, _)| (name, value))
-    }
-
-    /// The variable at `i` and whether its text may be copied into JSON as is
-    /// ([`LinkedService::is_json_plain`]).
-    pub fn get_for_json(&self, i: usize) -> Option<(&str, &str, bool)> {
-        let e = *self.entries.get(i)?;
-        let service = self.services.get(e.service as usize)?;
-        let (name, value) =
-            service.variable_span(e.at as usize, e.name_len as usize, e.value_len as usize)?;
-        Some((name, value, service.is_json_plain()))
+        self.rendered.get(*self.entries.get(i)? as usize)
     }
 
     /// All variables as (name, value), in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         (0..self.entries.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Whether their text may be copied into JSON as is ([`Rendered::is_json_plain`]).
+    fn is_json_plain(&self) -> bool {
+        self.rendered.is_json_plain()
     }
 }
 
@@ -201,10 +164,8 @@ impl PatchPlan {
     /// The injected variables as `{"name":…,"value":…}` objects, separated by commas.
     fn write_injected(&self, out: &mut Vec<u8>, injected: &[u32]) -> serde_json::Result<()> {
         let mut first = true;
-        for (name, value, plain) in injected
-            .iter()
-            .filter_map(|&i| self.vars.get_for_json(i as usize))
-        {
+        let plain = self.vars.is_json_plain();
+        for (name, value) in injected.iter().filter_map(|&i| self.vars.get(i as usize)) {
             if !first {
                 out.push(b',');
             }
@@ -260,14 +221,11 @@ mod tests {
     #[test]
     fn repeated_injected_lists_are_copied_correctly() {
         let mut plan = plan_of(
-            vec![LinkedService::with_variables(
-                "web",
-                &pairs(&[
-                    ("WEB_SERVICE_HOST", "10.0.0.1"),
-                    ("WEB_PORT", "tcp://10.0.0.1:80"),
-                    ("Q\"UOTE", "é\n"),
-                ]),
-            )],
+            &pairs(&[
+                ("WEB_SERVICE_HOST", "10.0.0.1"),
+                ("WEB_PORT", "tcp://10.0.0.1:80"),
+                ("Q\"UOTE", "é\n"),
+            ]),
             "",
             false,
         );
@@ -304,8 +262,7 @@ mod tests {
         assert_eq!(values[5], &json!([{"name": "ONLY", "value": "y"}]));
     }
 
-    /// A Service's plain flag holds exactly when copying writes what serde_json's escaper
-    /// writes.
+    /// The plain flag holds exactly when copying writes what serde_json's escaper writes.
     #[test]
     fn json_strings_match_serde_json() {
         for text in [
@@ -316,10 +273,9 @@ mod tests {
             "tab\tnew\nline\u{1}\u{1f}",
             "del \u{7f} é ☃ 𝄞",
         ] {
-            let service =
-                LinkedService::with_variables("s", &[(String::from("N"), String::from(text))]);
+            let rendered = Rendered::from_pairs([("N", text)]);
             let mut out = Vec::new();
-            write_json_str(&mut out, text, service.is_json_plain()).expect("writes");
+            write_json_str(&mut out, text, rendered.is_json_plain()).expect("writes");
             assert_eq!(
                 out,
                 serde_json::to_vec(text).expect("serialises"),
@@ -328,20 +284,15 @@ mod tests {
         }
     }
 
-    /// A plan injecting every variable of these Services (in order) into one container,
+    /// A plan injecting every one of these variables (in order) into one container,
     /// followed by `kept`, plus an annotation operation.
-    fn plan_of(services: Vec<LinkedService>, kept: &str, replace: bool) -> PatchPlan {
-        let mut vars = InjectedVars::new();
-        for service in services {
-            let service = Arc::new(service);
-            let handle = vars.add_service(Arc::clone(&service));
-            for (at, name, value) in service.variables_at() {
-                vars.push(handle, at, name, value);
-            }
-        }
-        let injected = (0..vars.len())
+    fn plan_of(vars: &[(String, String)], kept: &str, replace: bool) -> PatchPlan {
+        let rendered = Rendered::from_pairs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let all: Vec<u32> = (0..rendered.len())
             .filter_map(|i| u32::try_from(i).ok())
             .collect();
+        let vars = InjectedVars::of(rendered, all.clone());
+        let injected = all;
         PatchPlan {
             vars,
             ops: vec![
@@ -417,16 +368,9 @@ mod tests {
         ]);
         let b = pairs(&[("B_SERVICE_HOST", "fd00::1"), ("Q\"UOTE\\", "é\n\u{1}")]);
         let kept = r#"{"name": "Q\"uote\\", "valueFrom": {"fieldRef": {"fieldPath": "x"}}},{"value":"\u00e9","name":"B"}"#;
-        let plan = plan_of(
-            vec![
-                LinkedService::with_variables("a", &a),
-                LinkedService::with_variables("b-ß", &b),
-            ],
-            kept,
-            true,
-        );
-        let direct = plan.to_json().expect("writes");
         let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+        let plan = plan_of(&all, kept, true);
+        let direct = plan.to_json().expect("writes");
         // The user's entries are copied as written, so the bytes differ from serde's in
         // spacing and escapes only; the values are equal.
         let direct_value: Value = serde_json::from_slice(&direct).expect("valid JSON");
@@ -460,12 +404,7 @@ mod tests {
             vars in proptest::collection::vec((text(), text()), 0..8),
             replace in any::<bool>(),
         ) {
-            // Empty names end a Service's buffer early: the catalog never holds one.
-            let vars: Vec<(String, String)> = vars
-                .into_iter()
-                .filter(|(name, _)| !name.is_empty())
-                .collect();
-            let plan = plan_of(vec![LinkedService::with_variables("s", &vars)], "", replace);
+            let plan = plan_of(&vars, "", replace);
             let direct = plan.to_json().expect("writes");
             let parsed: Value = serde_json::from_slice(&direct).expect("valid JSON");
             let want = expected(&vars, "", replace);
@@ -477,11 +416,12 @@ mod tests {
         fn a_plain_flag_is_only_set_on_text_serde_json_copies(
             vars in proptest::collection::vec((text(), text()), 1..4),
         ) {
-            let service = LinkedService::with_variables("s", &vars);
-            for (name, value) in service.variables() {
+            let rendered =
+                Rendered::from_pairs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            for (name, value) in rendered.iter() {
                 for text in [name, value] {
                     let mut fast = Vec::new();
-                    write_json_str(&mut fast, text, service.is_json_plain()).expect("writes");
+                    write_json_str(&mut fast, text, rendered.is_json_plain()).expect("writes");
                     prop_assert_eq!(fast, serde_json::to_vec(text).expect("serialises"));
                 }
             }

@@ -125,7 +125,7 @@ impl ServiceState {
         let mut add = |chosen: &[Chosen]| {
             for c in chosen {
                 let service = format!("{}/{}", c.namespace, c.service.name());
-                for (name, value) in c.service.variables() {
+                for (name, value) in c.service.variables().iter() {
                     map.entry(name.into()).or_insert_with(|| Expected {
                         value: value.into(),
                         service: service.as_str().into(),
@@ -458,7 +458,8 @@ fn report_missing(
     why: &str,
     out: &mut Vec<Finding>,
 ) {
-    let Some((variable, _)) = service.variables().next() else {
+    let rendered = service.variables();
+    let Some((variable, _)) = rendered.iter().next() else {
         return;
     };
     for container in containers(pod) {

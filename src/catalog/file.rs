@@ -6,6 +6,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::service_fields::ServiceFields;
+use super::{Catalog, IngestError, ListScope, Listing};
 use crate::manifest::{self, ManifestError};
 use crate::servicelinks::{ServiceLink, is_dns_label};
 
@@ -54,10 +55,49 @@ pub fn parse_services(
     origin: &str,
     default_namespace: &str,
 ) -> Result<Vec<ServiceLink>, CatalogFileError> {
+    let mut links = Vec::new();
+    each_service(text, origin, default_namespace, &mut |link| {
+        links.push(link)
+    })?;
+    Ok(links)
+}
+
+/// Reads Services from text (see [`parse_services`]) into `catalog`, each ingested as it
+/// is decoded (no list of decoded Services is held: with 100,000 Services that list was
+/// the largest part of the start-up peak), and marks the catalog ready. Returns the
+/// Services the catalog refused.
+pub fn load_into(
+    catalog: &Catalog,
+    text: &str,
+    origin: &str,
+    default_namespace: &str,
+) -> Result<Vec<IngestError>, CatalogFileError> {
+    let (mut listing, mut refused) = (Listing::new(ListScope::All), Vec::new());
+    each_service(
+        text,
+        origin,
+        default_namespace,
+        &mut |link| match catalog.ingest(&link) {
+            Ok(service) => listing.add(service),
+            Err(e) => refused.push(e),
+        },
+    )?;
+    catalog.install(listing);
+    catalog.mark_ready();
+    Ok(refused)
+}
+
+/// Calls `each` with every Service of the text, in order.
+fn each_service(
+    text: &str,
+    origin: &str,
+    default_namespace: &str,
+    each: &mut dyn FnMut(ServiceLink),
+) -> Result<(), CatalogFileError> {
     let mut loader = Loader {
         origin,
         default_namespace,
-        links: Vec::new(),
+        each,
     };
     match manifest::json_text(text) {
         // A JSON array is not a manifest: the tree path below reports it as the wrong kind.
@@ -71,7 +111,7 @@ pub fn parse_services(
             }
         }
     }
-    Ok(loader.links)
+    Ok(())
 }
 
 /// The top of a JSON manifest: its kind, and a list's items as unparsed slices.
@@ -87,7 +127,7 @@ struct JsonDocument<'a> {
 struct Loader<'a> {
     origin: &'a str,
     default_namespace: &'a str,
-    links: Vec<ServiceLink>,
+    each: &'a mut dyn FnMut(ServiceLink),
 }
 
 impl Loader<'_> {
@@ -111,7 +151,6 @@ impl Loader<'_> {
             "Service" => self.service(&mut serde_json::Deserializer::from_str(json), 1, None),
             "List" | "ServiceList" => {
                 let items = document.items.unwrap_or_default();
-                self.links.reserve(items.len());
                 for (j, item) in items.into_iter().enumerate() {
                     self.service(item, 1, Some(j + 1))?;
                 }
@@ -183,7 +222,7 @@ impl Loader<'_> {
                 ));
             }
         }
-        self.links.push(link);
+        (self.each)(link);
         Ok(())
     }
 
@@ -203,6 +242,17 @@ impl Loader<'_> {
             kind,
         }
     }
+}
+
+/// Reads a Service file (`-` for standard input) into `catalog` (see [`load_into`]); returns
+/// the Services the catalog refused.
+pub fn load_file_into(
+    catalog: &Catalog,
+    path: &str,
+    default_namespace: &str,
+) -> Result<Vec<IngestError>, CatalogFileError> {
+    let (text, origin) = manifest::read_input(path)?;
+    load_into(catalog, &text, &origin, default_namespace)
 }
 
 /// Reads a Service file (`-` for standard input).

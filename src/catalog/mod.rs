@@ -22,6 +22,7 @@ pub mod watch;
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -29,28 +30,33 @@ use arc_swap::ArcSwap;
 use imbl::OrdSet;
 
 use crate::reserved::{CompiledRules, NameFilter};
-use crate::servicelinks::{self, ServiceLink};
+use crate::servicelinks::{self, PortRecipe, Recipe, ServiceLink, VariableSink};
 
-/// Separates names and values inside [`LinkedService`]'s buffer; [`ServiceLink`]s that
-/// contain it are refused at ingest, so it can never be part of a name or value.
+/// Separates the fields inside [`LinkedService`]'s buffer and the names and values inside
+/// [`Rendered`]'s; [`ServiceLink`]s that contain it are refused at ingest, so it can never be
+/// part of a field, a name or a value.
 const SEP: char = '\0';
 
-/// One Service with its kubelet variables precomputed.
+/// One Service as the catalog keeps it: its name and the [`Recipe`] of its variables (every
+/// case mapping and number already done), not the variables themselves. A Service with two
+/// ports gives 13 variables, ~470 bytes of text; its recipe is ~60. Reviews render the
+/// variables of the Services they inject ([`Rendered::add`]): a few pieces copied per
+/// variable, no formatting or case mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedService {
-    /// The name, then `NAME\0VALUE\0NAME\0VALUE...`: one allocation for all of a Service's
-    /// text (not one per name and value, nor one for the name), which is what keeps 100,000
-    /// Services within the memory target.
+    /// `name\0prefix\0clusterIP\0`, then per port `envName\0number\0proto\0PROTO\0` (no
+    /// ports when the Service gives no variables): one allocation for all of a Service.
     text: Box<str>,
-    /// Where the variables start in `text` (the name's length).
-    vars_at: u32,
+    /// The name's length.
+    name_len: u32,
+    /// How many variables it renders.
     count: u32,
     has_cluster_ip: bool,
     /// Whether some variable may be reserved under the catalog's rules (see
-    /// [`LinkedService::may_have_reserved`]); fixed at ingest, like the variables.
+    /// [`LinkedService::may_have_reserved`]); fixed at ingest, like the recipe.
     may_have_reserved: bool,
-    /// No byte of the variables needs escaping in a JSON string (see
-    /// [`LinkedService::is_json_plain`]); computed from the text by every constructor.
+    /// No byte of the rendered variables needs escaping in a JSON string (see
+    /// [`LinkedService::is_json_plain`]); computed from a rendering at ingest.
     json_plain: bool,
 }
 
@@ -68,7 +74,7 @@ fn json_plain(text: &str) -> bool {
 pub enum IngestError {
     /// A field holds a quote, a backslash or a control character. API validation never lets
     /// one through (names are DNS labels, IPs are IPs, protocols an enum), so such a Service
-    /// is not one the kubelet would link; and NUL separates the variables in the buffer. (The
+    /// is not one the kubelet would link; and NUL separates the fields in the buffer. (The
     /// patch encoder escapes whatever it is given: it does not rely on this.)
     #[error(
         "Service {namespace}/{name} has a character Kubernetes does not allow (a quote, a \
@@ -86,8 +92,8 @@ pub enum IngestError {
 }
 
 impl LinkedService {
-    /// Computes the variables of a Service, and whether `reserved` may reserve any of them
-    /// (`None`: no rules known, so every variable must be asked about).
+    /// Computes the recipe of a Service's variables, and whether `reserved` may reserve any
+    /// of them (`None`: no rules known, so every variable must be asked about).
     pub fn new(link: &ServiceLink, reserved: Option<&NameFilter>) -> Result<Self, IngestError> {
         let unsafe_text = |s: &str| s.chars().any(|c| c == '"' || c == '\\' || c.is_control());
         let has_unsafe = unsafe_text(&link.name)
@@ -105,38 +111,66 @@ impl LinkedService {
         if link.name.is_empty() {
             return Err(IngestError::NoName);
         }
-        let vars = servicelinks::service_variables(link);
-        let vars_len: usize = vars.iter().map(|v| v.name.len() + v.value.len() + 2).sum();
-        let mut text = String::with_capacity(link.name.len() + vars_len);
-        text.push_str(&link.name);
-        for v in &vars {
-            text.push_str(&v.name);
-            text.push(SEP);
-            text.push_str(&v.value);
+        // A name of 4 GiB cannot arrive (request and file limits are far smaller).
+        let name_len = u32::try_from(link.name.len()).map_err(|_| IngestError::NoName)?;
+        let mut text = String::with_capacity(link.name.len() * 2 + link.cluster_ip.len() + 32);
+        for field in [
+            link.name.as_str(),
+            &servicelinks::env_name(&link.name),
+            &link.cluster_ip,
+        ] {
+            text.push_str(field);
             text.push(SEP);
         }
-        let may_have_reserved =
-            reserved.is_none_or(|filter| vars.iter().any(|v| filter.may_be_reserved(&v.name)));
-        let vars_at = u32::try_from(link.name.len()).map_err(|_| IngestError::NoName)?;
-        Ok(Self {
-            json_plain: json_plain(text.get(link.name.len()..).unwrap_or_default()),
+        if link.yields_variables() {
+            for port in &link.ports {
+                let protocol = PortRecipe::protocol(&port.protocol);
+                for field in [
+                    servicelinks::env_name(&port.name),
+                    port.port.to_string(),
+                    servicelinks::go_lower(protocol),
+                    servicelinks::go_upper(protocol),
+                ] {
+                    text.push_str(&field);
+                    text.push(SEP);
+                }
+            }
+        }
+        let mut service = Self {
             text: text.into_boxed_str(),
-            // A name of 4 GiB cannot arrive (request and file limits are far smaller).
-            vars_at,
+            name_len,
+            count: 0,
             has_cluster_ip: link.has_cluster_ip(),
-            count: u32::try_from(vars.len()).unwrap_or(u32::MAX),
-            may_have_reserved,
-        })
+            may_have_reserved: true,
+            json_plain: true,
+        };
+        // One rendering, to know what every review's rendering will hold.
+        let rendered = service.variables();
+        service.count = u32::try_from(rendered.len()).unwrap_or(u32::MAX);
+        service.json_plain = json_plain(&rendered.text);
+        service.may_have_reserved =
+            reserved.is_none_or(|filter| rendered.iter().any(|(n, _)| filter.may_be_reserved(n)));
+        Ok(service)
     }
 
     /// The Service's name.
     pub fn name(&self) -> &str {
-        self.text.get(..self.vars_at as usize).unwrap_or_default()
+        self.text.get(..self.name_len as usize).unwrap_or_default()
     }
 
-    /// The `NAME\0VALUE\0...` part of the text: positions are relative to it.
-    fn vars(&self) -> &str {
-        self.text.get(self.vars_at as usize..).unwrap_or_default()
+    /// The recipe of its variables (no ports: none).
+    fn recipe(&self) -> Recipe<'_, RecipePorts<'_>> {
+        let rest = self
+            .text
+            .get(self.name_len as usize + 1..)
+            .unwrap_or_default();
+        let (prefix, rest) = rest.split_once(SEP).unwrap_or_default();
+        let (cluster_ip, ports) = rest.split_once(SEP).unwrap_or_default();
+        Recipe {
+            prefix,
+            cluster_ip,
+            ports: RecipePorts { rest: ports },
+        }
     }
 
     /// Whether `spec.clusterIP` is set and not `None`.
@@ -149,36 +183,11 @@ impl LinkedService {
         self.count as usize
     }
 
-    /// The variables, in the kubelet's order.
-    pub fn variables(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.variables_at().map(|(_, name, value)| (name, value))
-    }
-
-    /// The variables with the position of each, for [`LinkedService::variable_span`].
-    pub fn variables_at(&self) -> impl Iterator<Item = (usize, &str, &str)> + '_ {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let (name, value, next) = self.split_at_offset(at)?;
-            let here = at;
-            at = next;
-            Some((here, name, value))
-        })
-    }
-
-    /// The variable at position `at` (from [`LinkedService::variables_at`]) whose name and
-    /// value lengths are known: two slices, no scan.
-    /// `None` when the span does not fit (then it was not taken from this Service).
-    pub fn variable_span(
-        &self,
-        at: usize,
-        name_len: usize,
-        value_len: usize,
-    ) -> Option<(&str, &str)> {
-        let vars = self.vars();
-        let name = vars.get(at..at + name_len)?;
-        let value_at = at + name_len + 1;
-        let value = vars.get(value_at..value_at + value_len)?;
-        Some((name, value))
+    /// Its variables, rendered (in the kubelet's order: [`Rendered::iter`]).
+    pub fn variables(&self) -> Rendered {
+        let mut rendered = Rendered::new();
+        rendered.add(self);
+        rendered
     }
 
     /// Whether any of its variables may be reserved under the rules of the catalog it was
@@ -188,45 +197,230 @@ impl LinkedService {
         self.may_have_reserved
     }
 
-    /// Whether no name or value holds a byte that a JSON string must escape (a quote, a
-    /// backslash, a control character), so the patch encoder may copy them as they are.
-    /// Ingestion refuses such bytes anyway; the flag is computed from the text itself, so the
-    /// encoder is correct whatever the text.
+    /// Whether no rendered name or value holds a byte that a JSON string must escape (a
+    /// quote, a backslash, a control character), so the patch encoder may copy them as they
+    /// are. Ingestion refuses such bytes anyway; the flag is computed from a rendering, so
+    /// the encoder is correct whatever the text.
     pub fn is_json_plain(&self) -> bool {
         self.json_plain
     }
+}
 
-    /// A Service holding exactly these variables, whatever their text (tests of the patch
-    /// encoder); none may contain the buffer's separator, NUL.
-    #[cfg(test)]
-    pub(crate) fn with_variables(name: &str, vars: &[(String, String)]) -> Self {
-        let mut buf = String::from(name);
-        for (n, v) in vars {
-            buf.push_str(n);
-            buf.push(SEP);
-            buf.push_str(v);
-            buf.push(SEP);
+/// The ports of a stored recipe, four fields each.
+#[derive(Debug, Clone)]
+struct RecipePorts<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for RecipePorts<'a> {
+    type Item = PortRecipe<'a>;
+
+    fn next(&mut self) -> Option<PortRecipe<'a>> {
+        let mut field = || {
+            let (field, rest) = self.rest.split_once(SEP)?;
+            self.rest = rest;
+            Some(field)
+        };
+        Some(PortRecipe {
+            env_name: field()?,
+            number: field()?,
+            proto_lower: field()?,
+            proto_upper: field()?,
+        })
+    }
+}
+
+/// Where one rendered variable sits in [`Rendered`]'s text.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    at: u32,
+    name_len: u32,
+    value_len: u32,
+}
+
+/// Variables rendered from catalog Services for one review: `NAME\0VALUE\0...` in one
+/// buffer, with where each variable is, so reading one back is two slices.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    text: String,
+    spans: Vec<Span>,
+    /// Every Service added was [`LinkedService::is_json_plain`].
+    plain: bool,
+    /// Where the variable being rendered starts, and its name's length once known.
+    start: usize,
+    name_len: usize,
+}
+
+impl Default for Rendered {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VariableSink for Rendered {
+    fn push(&mut self, piece: &str) {
+        self.text.push_str(piece);
+    }
+
+    fn end_name(&mut self) {
+        self.name_len = self.text.len() - self.start;
+        self.text.push(SEP);
+    }
+
+    fn end_value(&mut self) {
+        let value_len = self.text.len() - self.start - self.name_len - 1;
+        self.text.push(SEP);
+        let fits = |n: usize| u32::try_from(n).ok();
+        // Over 4 GiB of variables cannot be rendered (`services.maxVariables` and the
+        // catalog's limits are far below); such a variable would be dropped, not wrapped.
+        if let (Some(at), Some(name_len), Some(value_len)) =
+            (fits(self.start), fits(self.name_len), fits(value_len))
+        {
+            self.spans.push(Span {
+                at,
+                name_len,
+                value_len,
+            });
         }
+        self.start = self.text.len();
+    }
+}
+
+impl Rendered {
+    /// Nothing rendered yet.
+    pub fn new() -> Self {
         Self {
-            json_plain: json_plain(buf.get(name.len()..).unwrap_or_default()),
-            text: buf.into_boxed_str(),
-            vars_at: u32::try_from(name.len()).unwrap_or(0),
-            has_cluster_ip: true,
-            count: u32::try_from(vars.len()).unwrap_or(u32::MAX),
-            may_have_reserved: true,
+            text: String::new(),
+            spans: Vec::new(),
+            plain: true,
+            start: 0,
+            name_len: 0,
         }
     }
 
-    fn split_at_offset(&self, at: usize) -> Option<(&str, &str, usize)> {
-        // SEP is one ASCII byte, so byte search finds exactly the char boundaries.
-        let rest = self.vars().as_bytes().get(at..)?;
-        let name_len = memchr::memchr(SEP as u8, rest)?;
-        let value_len = memchr::memchr(SEP as u8, rest.get(name_len + 1..)?)?;
-        if name_len == 0 {
-            return None;
+    /// Room for the variables of these Services, so rendering them does not reallocate.
+    pub fn with_capacity_for<'s>(services: impl Iterator<Item = &'s LinkedService>) -> Self {
+        let (mut bytes, mut count) = (0, 0);
+        for service in services {
+            // A variable is at most a few times its recipe's longest field; 48 bytes each
+            // covers the common shapes (13 variables, ~470 bytes for two ports).
+            bytes += service.variable_count() * 48;
+            count += service.variable_count();
         }
-        let (name, value) = self.variable_span(at, name_len, value_len)?;
-        Some((name, value, at + name_len + value_len + 2))
+        let mut rendered = Self::new();
+        rendered.text.reserve(bytes);
+        rendered.spans.reserve(count);
+        rendered
+    }
+
+    /// Renders a Service's variables after those already here; returns their indices.
+    pub fn add(&mut self, service: &LinkedService) -> Range<usize> {
+        let first = self.spans.len();
+        if service.has_cluster_ip {
+            self.plain &= service.json_plain;
+            servicelinks::render_variables(&service.recipe(), self);
+        }
+        first..self.spans.len()
+    }
+
+    /// How many variables.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Variable `i` as (name, value).
+    pub fn get(&self, i: usize) -> Option<(&str, &str)> {
+        let span = self.spans.get(i)?;
+        let (at, name_len) = (span.at as usize, span.name_len as usize);
+        let name = self.text.get(at..at + name_len)?;
+        let value_at = at + name_len + 1;
+        let value = self
+            .text
+            .get(value_at..value_at + span.value_len as usize)?;
+        Some((name, value))
+    }
+
+    /// The name of variable `i` (empty when out of range).
+    pub fn name(&self, i: usize) -> &str {
+        self.get(i).map(|(name, _)| name).unwrap_or_default()
+    }
+
+    /// All variables as (name, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        (0..self.spans.len()).filter_map(|i| self.get(i))
+    }
+
+    /// Whether no name or value holds a byte a JSON string must escape (see
+    /// [`LinkedService::is_json_plain`]).
+    pub fn is_json_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// Exactly these variables, whatever their text (tests of the patch encoder); none may
+    /// contain NUL.
+    pub fn from_pairs<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> Self {
+        let mut rendered = Self::new();
+        for (name, value) in pairs {
+            rendered.push(name);
+            rendered.end_name();
+            rendered.push(value);
+            rendered.end_value();
+        }
+        rendered.plain = json_plain(&rendered.text);
+        rendered
+    }
+}
+
+/// A Service ingested for the catalog ([`Catalog::ingest`]), with its namespace: what a list
+/// gathers before it replaces a scope ([`Catalog::replace_ingested`]). A list of 100,000
+/// held in this form is a tenth of the same list as decoded fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestedService {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The Service.
+    pub service: LinkedService,
+}
+
+/// A full list of a scope being gathered, grouped by namespace as the Services arrive, so
+/// that no list of them is held beside the indexes it becomes ([`Catalog::install`]).
+#[derive(Debug)]
+pub struct Listing {
+    scope: ListScope,
+    fresh: HashMap<Arc<str>, NamespaceIndex>,
+}
+
+impl Listing {
+    /// An empty list of `scope`.
+    pub fn new(scope: ListScope) -> Self {
+        Self {
+            scope,
+            fresh: HashMap::new(),
+        }
+    }
+
+    /// Adds a Service (ignored outside a namespaced scope's namespace).
+    pub fn add(&mut self, ingested: IngestedService) {
+        let IngestedService { namespace, service } = ingested;
+        if let ListScope::Namespace(ns) = &self.scope
+            && &namespace != ns
+        {
+            return;
+        }
+        let service = Arc::new(service);
+        match self.fresh.get_mut(namespace.as_str()) {
+            Some(index) => index.insert(service),
+            None => {
+                let mut index = NamespaceIndex::default();
+                index.insert(service);
+                self.fresh.insert(namespace.as_str().into(), index);
+            }
+        }
     }
 }
 
@@ -426,19 +620,32 @@ impl Catalog {
         self.namespace(namespace)?.get(name).cloned()
     }
 
+    /// A Service in the form the catalog keeps, judged by the catalog's rules.
+    pub fn ingest(&self, link: &ServiceLink) -> Result<IngestedService, IngestError> {
+        Ok(IngestedService {
+            namespace: link.namespace.clone(),
+            service: LinkedService::new(link, self.reserved.as_deref())?,
+        })
+    }
+
     /// Adds or replaces one Service: O(log n) in its namespace and in the namespaces.
     pub fn apply(&self, link: &ServiceLink) -> Result<(), IngestError> {
-        let service = Arc::new(LinkedService::new(link, self.reserved.as_deref())?);
+        self.insert(self.ingest(link)?);
+        Ok(())
+    }
+
+    /// Adds or replaces one ingested Service (see [`Catalog::apply`]).
+    pub fn insert(&self, ingested: IngestedService) {
+        let IngestedService { namespace, service } = ingested;
         let _writer = self.lock_writer();
         let mut map = Namespaces::clone(&self.namespaces.load());
         let mut index = map
-            .get(link.namespace.as_str())
+            .get(namespace.as_str())
             .map(|i| NamespaceIndex::clone(i))
             .unwrap_or_default();
-        index.insert(service);
-        map.insert(link.namespace.as_str().into(), Arc::new(index));
+        index.insert(Arc::new(service));
+        map.insert(namespace.as_str().into(), Arc::new(index));
         self.namespaces.store(Arc::new(map));
-        Ok(())
     }
 
     /// Removes one Service (absent is fine: deletes may repeat after a re-list).
@@ -463,23 +670,37 @@ impl Catalog {
     /// while the watch was down disappear here.
     pub fn replace(&self, scope: ListScope, links: Vec<ServiceLink>) -> Vec<IngestError> {
         let mut errors = Vec::new();
-        let mut fresh: HashMap<Arc<str>, NamespaceIndex> = HashMap::new();
+        let mut ingested = Vec::with_capacity(links.len());
         for link in links {
             if let ListScope::Namespace(ns) = &scope
                 && &link.namespace != ns
             {
                 continue;
             }
-            match LinkedService::new(&link, self.reserved.as_deref()) {
-                Ok(service) => {
-                    fresh
-                        .entry(link.namespace.as_str().into())
-                        .or_default()
-                        .insert(Arc::new(service));
-                }
+            match self.ingest(&link) {
+                Ok(service) => ingested.push(service),
                 Err(e) => errors.push(e),
             }
         }
+        self.replace_ingested(scope, ingested);
+        errors
+    }
+
+    /// Replaces everything in `scope` with these ingested Services (see
+    /// [`Catalog::replace`]); those of other namespaces than a namespaced scope's are ignored.
+    pub fn replace_ingested(
+        &self,
+        scope: ListScope,
+        services: impl IntoIterator<Item = IngestedService>,
+    ) {
+        let mut listing = Listing::new(scope);
+        services.into_iter().for_each(|s| listing.add(s));
+        self.install(listing);
+    }
+
+    /// Replaces everything in the listing's scope with the listing.
+    pub fn install(&self, listing: Listing) {
+        let Listing { scope, fresh } = listing;
         let _writer = self.lock_writer();
         let mut map = match &scope {
             ListScope::All => Namespaces::new(),
@@ -493,7 +714,6 @@ impl Catalog {
             map.insert(ns, Arc::new(index));
         }
         self.namespaces.store(Arc::new(map));
-        errors
     }
 
     /// Services and namespaces held.
@@ -542,6 +762,7 @@ mod tests {
         let s = LinkedService::new(&l, None).expect("valid");
         let got: Vec<(String, String)> = s
             .variables()
+            .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         let want: Vec<(String, String)> = servicelinks::service_variables(&l)
@@ -558,7 +779,7 @@ mod tests {
         assert!(errors.is_empty());
         let s = c.service("a", "h").expect("present");
         assert!(!s.has_cluster_ip());
-        assert_eq!(s.variables().count(), 0);
+        assert!(s.variables().is_empty());
     }
 
     #[test]
@@ -572,7 +793,7 @@ mod tests {
         assert_eq!(
             before
                 .get("x")
-                .map(|s| s.variables().next().map(|v| v.1.to_string())),
+                .map(|s| s.variables().iter().next().map(|v| v.1.to_string())),
             Some(Some("10.0.0.1".into()))
         );
         let after = c.namespace("a").expect("ns a");
@@ -696,17 +917,97 @@ mod tests {
     }
 
     #[test]
-    fn variables_by_position() {
-        let s = LinkedService::new(&link("a", "web", "10.0.0.1", 80), None).expect("valid");
-        let all: Vec<_> = s.variables_at().collect();
-        assert_eq!(all.len(), s.variable_count());
-        for (at, name, value) in all {
-            assert_eq!(
-                s.variable_span(at, name.len(), value.len()),
-                Some((name, value))
-            );
+    fn rendered_services_follow_each_other() {
+        let web = LinkedService::new(&link("a", "web", "10.0.0.1", 80), None).expect("valid");
+        let db = LinkedService::new(&link("a", "db", "fd00::2", 5432), None).expect("valid");
+        let headless = LinkedService::new(&link("a", "h", "None", 80), None).expect("valid");
+        let mut rendered = Rendered::with_capacity_for([&web, &headless, &db].into_iter());
+        let first = rendered.add(&web);
+        assert_eq!(rendered.add(&headless), first.end..first.end);
+        let second = rendered.add(&db);
+        assert_eq!(first, 0..web.variable_count());
+        assert_eq!(second, first.end..first.end + db.variable_count());
+        assert_eq!(
+            rendered.get(first.start),
+            Some(("WEB_SERVICE_HOST", "10.0.0.1"))
+        );
+        assert_eq!(
+            rendered.get(second.start),
+            Some(("DB_SERVICE_HOST", "fd00::2"))
+        );
+        assert_eq!(
+            rendered.get(second.start + 2),
+            Some(("DB_PORT", "tcp://[fd00::2]:5432"))
+        );
+        assert_eq!(rendered.get(second.end), None);
+        assert_eq!(rendered.name(second.end), "");
+        assert!(rendered.is_json_plain());
+        let all: Vec<(&str, &str)> = rendered.iter().collect();
+        let want: Vec<(String, String)> = [&web, &db]
+            .iter()
+            .flat_map(|s| {
+                s.variables()
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            all,
+            want.iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    /// Any text without the characters ingestion refuses.
+    fn field() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z0-9-]{1,12}",
+            "[0-9a-f:.%A-Z]{0,20}",
+            any::<String>().prop_map(|s| s
+                .chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                .collect()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The stored recipe renders exactly what servicelinks computes from the Service,
+        /// for any text ingestion lets in.
+        #[test]
+        fn the_recipe_renders_the_kubelet_variables(
+            name in field(),
+            ip in proptest::prop_oneof![field(), proptest::strategy::Just("None".to_string()), proptest::strategy::Just(String::new())],
+            ports in proptest::collection::vec((field(), proptest::prelude::any::<i32>(), proptest::prop_oneof![field(), proptest::strategy::Just("UDP".to_string())]), 0..4),
+        ) {
+            let l = ServiceLink {
+                namespace: "ns".into(),
+                name,
+                cluster_ip: ip,
+                ports: ports
+                    .into_iter()
+                    .map(|(name, port, protocol)| servicelinks::LinkPort { name, port, protocol })
+                    .collect(),
+            };
+            let Ok(s) = LinkedService::new(&l, None) else {
+                proptest::prop_assert!(l.name.is_empty());
+                return Ok(());
+            };
+            let got: Vec<(String, String)> = s
+                .variables()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            let want: Vec<(String, String)> = servicelinks::service_variables(&l)
+                .into_iter()
+                .map(|v| (v.name, v.value))
+                .collect();
+            proptest::prop_assert_eq!(s.variable_count(), want.len());
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(s.name(), l.name.as_str());
+            proptest::prop_assert!(s.is_json_plain());
         }
-        assert_eq!(s.variable_span(0, 10_000, 1), None);
-        assert_eq!(s.variable_span(100_000, 1, 1), None);
     }
 }

@@ -12,7 +12,7 @@ use kube::api::{ApiResource, DynamicObject};
 
 use super::driver::{ObjectKey, WatchDriver, WatchIndex};
 use super::service_fields::ServiceFields;
-use super::{Catalog, IngestError, ListScope};
+use super::{Catalog, IngestedService, ListScope};
 use crate::servicelinks::{DEFAULT_NAMESPACE, ServiceLink};
 
 pub use super::driver::{SkipReason, WATCH_READ_TIMEOUT, WATCH_TIMEOUT_SECS, run};
@@ -57,30 +57,40 @@ fn decode_fields(key: ObjectKey, object: &DynamicObject) -> Result<ServiceLink, 
         .into_link(key.namespace, key.name))
 }
 
-/// The write side of the catalog, as the driver feeds it. A Service's variables are computed
-/// here, once per event ([`Catalog::apply`], [`Catalog::replace`]).
+/// The write side of the catalog, as the driver feeds it. A Service is ingested (its
+/// recipe made, [`Catalog::ingest`]) as it is decoded, once per event: a list under way is
+/// held in the catalog's compact form, not as decoded fields.
 impl WatchIndex for Catalog {
-    type Item = ServiceLink;
-    type Error = IngestError;
+    type Item = IngestedService;
+    type Error = std::convert::Infallible;
 
     fn resource(&self) -> ApiResource {
         ApiResource::erase::<Service>(&())
     }
 
-    fn decode(&self, key: ObjectKey, object: DynamicObject) -> Result<ServiceLink, SkipReason> {
-        decode_fields(key, &object)
+    fn decode(&self, key: ObjectKey, object: DynamicObject) -> Result<IngestedService, SkipReason> {
+        let link = decode_fields(key, &object)?;
+        self.ingest(&link).map_err(|e| {
+            ObjectKey {
+                namespace: link.namespace.clone(),
+                name: link.name.clone(),
+            }
+            .undecodable(KIND, e.to_string())
+        })
     }
 
-    fn apply(&self, link: ServiceLink) -> Result<(), IngestError> {
-        Catalog::apply(self, &link)
+    fn apply(&self, service: IngestedService) -> Result<(), Self::Error> {
+        self.insert(service);
+        Ok(())
     }
 
     fn delete(&self, key: &ObjectKey) {
         Catalog::delete(self, &key.namespace, &key.name);
     }
 
-    fn reset(&self, scope: &ListScope, links: Vec<ServiceLink>) -> Vec<IngestError> {
-        self.replace(scope.clone(), links)
+    fn reset(&self, scope: &ListScope, services: Vec<IngestedService>) -> Vec<Self::Error> {
+        self.replace_ingested(scope.clone(), services);
+        Vec::new()
     }
 
     fn mark_ready(&self) {
@@ -117,6 +127,7 @@ mod tests {
     fn host(catalog: &Catalog, ns: &str, name: &str) -> Option<String> {
         let s = catalog.service(ns, name)?;
         s.variables()
+            .iter()
             .find(|(n, _)| n.ends_with("_SERVICE_HOST"))
             .map(|(_, v)| v.to_string())
     }

@@ -851,7 +851,7 @@ fn recorded_variables(catalog: &Catalog, namespace: &str, record: &str) -> HashS
             None => catalog.service(namespace, entry),
         };
         if let Some(service) = service {
-            names.extend(service.variables().map(|(n, _)| n.to_string()));
+            names.extend(service.variables().iter().map(|(n, _)| n.to_string()));
         }
     }
     names

@@ -674,24 +674,22 @@ enum CatalogSource {
 /// The catalog's source: a static file, the embedded one (`--dev`), or a cluster (whose
 /// kubeconfig is read and checked here; nothing is contacted yet).
 async fn catalog_source(args: &ServeArgs, rules: &CompiledRules) -> anyhow::Result<CatalogSource> {
-    let static_links = match (&args.services_file, args.dev && args.kubeconfig.is_none()) {
+    let catalog = Catalog::with_rules(rules);
+    let refused = match (&args.services_file, args.dev && args.kubeconfig.is_none()) {
         (Some(path), _) => Some((
-            file::load_services(&path.to_string_lossy(), DEFAULT_NAMESPACE)?,
+            file::load_file_into(&catalog, &path.to_string_lossy(), DEFAULT_NAMESPACE)?,
             path.display().to_string(),
         )),
-        (None, true) => Some((
-            file::parse_services(
-                file::EMBEDDED_CATALOG,
-                "the embedded catalog",
-                DEFAULT_NAMESPACE,
-            )?,
-            "the embedded catalog".to_string(),
-        )),
+        (None, true) => {
+            let origin = "the embedded catalog";
+            let refused =
+                file::load_into(&catalog, file::EMBEDDED_CATALOG, origin, DEFAULT_NAMESPACE)?;
+            Some((refused, origin.to_string()))
+        }
         (None, false) => None,
     };
-    if let Some((links, origin)) = static_links {
-        let (catalog, errors) = Catalog::with_rules(rules).with_links(links);
-        if let Some(error) = errors.first() {
+    if let Some((refused, origin)) = refused {
+        if let Some(error) = refused.first() {
             anyhow::bail!("{origin}: {error}");
         }
         return Ok(CatalogSource::Static(Arc::new(catalog), origin));
