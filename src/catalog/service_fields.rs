@@ -115,6 +115,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     }
 }
 
+/// An object or `null`, decoded as [`ServiceFields`] decodes `metadata` and `spec` (for
+/// readers that visit a Service's fields themselves, as the streaming file loader does).
+#[derive(Debug, Default)]
+pub struct MaybeObject<T>(pub Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MaybeObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        optional_object(deserializer).map(MaybeObject)
+    }
+}
+
 fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<T>, D::Error> {
