@@ -7,8 +7,10 @@
 # Measures VmRSS (now) and VmHWM (peak) from /proc/PID/status of the release binary:
 #   static        --services-file with N Services (namespaces of 1,000: ns-000, ns-001, ...),
 #                 after readiness and 2 s of S1-like reviews (if oha is installed)
-#   watch-list    --kubeconfig against the testbed's real kube-apiserver 1.20 holding N
-#                 Services: envlink started after they exist (its first list carries them all)
+#   watch-list-MODE  --kubeconfig against the testbed's real kube-apiserver (1.20, or the
+#                 current release with ENVLINK_K8S=current) holding N Services: envlink started
+#                 after they exist (its first list carries them all), with --initial-list
+#                 paginated and, on the current release, streaming
 #   watch-events  the same, but envlink started before the first Service: every Service
 #                 arrived as a watch event (measured at each size)
 # The watch cases run inside `tests/e2e/testbed.sh netns-run` (loopback only). The API
@@ -167,14 +169,19 @@ if [[ -n "$INNER" ]]; then
     # (or re-lists on 410 Gone) and must still end up with every Service.
     read -r secs have < <(wait_catalog "$EV_PID" "$EV_METRICS" "$total" 600)
     record watch-events "$((NS * per_ns))" "$EV_PID" \
-      "{\"create_seconds\": $create_s, \"catalog_services\": $have, \"expected\": $total}"
-    start_envlink "list-$n" --kubeconfig "$KUBECONFIG"
-    read -r secs have < <(wait_catalog "$EPID" "$EMETRICS" "$total" 600)
-    exercise "$EPORT" ns-000
-    sleep 1
-    record watch-list "$((NS * per_ns))" "$EPID" \
-      "{\"ready_seconds\": $secs, \"catalog_services\": $have, \"expected\": $total}"
-    stop_pid "$EPID"
+      "{\"create_seconds\": $create_s, \"catalog_services\": $have, \"expected\": $total, \"kubernetes\": \"${ENVLINK_K8S:-1.20}\"}"
+    # The first list both ways where the server streams (1.20 only pages).
+    modes="paginated"
+    [[ "${ENVLINK_K8S:-1.20}" == current ]] && modes="paginated streaming"
+    for mode in $modes; do
+      start_envlink "list-$mode-$n" --kubeconfig "$KUBECONFIG" --initial-list "$mode"
+      read -r secs have < <(wait_catalog "$EPID" "$EMETRICS" "$total" 600)
+      exercise "$EPORT" ns-000
+      sleep 1
+      record "watch-list-$mode" "$((NS * per_ns))" "$EPID" \
+        "{\"ready_seconds\": $secs, \"catalog_services\": $have, \"expected\": $total, \"kubernetes\": \"${ENVLINK_K8S:-1.20}\"}"
+      stop_pid "$EPID"
+    done
   done
   exit 0
 fi

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::ListScope;
 use super::configmaps::ConfigMapIndex;
-use super::driver::{self, ObjectKey, SkipReason, WatchDriver, WatchIndex};
+use super::driver::{self, InitialList, ObjectKey, SkipReason, WatchDriver, WatchIndex};
 use super::keyed::NamedIndex;
 use super::status::WatchStatuses;
 use crate::reserved::{ClaimSource, ConfigMapKeys};
@@ -267,7 +267,11 @@ pub type ClaimSync = WatchDriver<ClaimWatch>;
 /// must not hold up serving), retrying with backoff until it gets an answer. Where the API is
 /// not served the index stays empty, and envlink does without DRA.
 /// Each watch adds its status to `statuses` when it starts.
-pub fn spawn(client: kube::Client, statuses: Arc<WatchStatuses>) -> Arc<ClaimIndex> {
+pub fn spawn(
+    client: kube::Client,
+    statuses: Arc<WatchStatuses>,
+    initial_list: InitialList,
+) -> Arc<ClaimIndex> {
     let index = Arc::new(ClaimIndex::new());
     let watched = index.clone();
     tokio::spawn(async move {
@@ -276,7 +280,8 @@ pub fn spawn(client: kube::Client, statuses: Arc<WatchStatuses>) -> Arc<ClaimInd
             match client.list_api_group_resources(API_VERSION).await {
                 Ok(list) if list.resources.iter().any(|r| r.name == "resourceclaims") => {
                     for kind in [ClaimKind::Claim, ClaimKind::Template] {
-                        let driver = ClaimWatch::driver(watched.clone(), kind);
+                        let driver = ClaimWatch::driver(watched.clone(), kind)
+                            .with_initial_list(initial_list);
                         statuses.add(driver.status());
                         tokio::spawn(driver::run(client.clone(), driver));
                     }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
@@ -44,6 +44,71 @@ pub const WATCH_TIMEOUT_SECS: u32 = 30;
 /// it; it ends a watch whose connection died without a FIN (a vanished peer, a dropped NAT
 /// entry), which no timeout on the server side can.
 pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a watcher takes its first list of a scope, and every re-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InitialList {
+    /// Streaming where the API server serves it ([`serves_streaming_lists`]), else
+    /// paginated.
+    #[default]
+    Auto,
+    /// `list` requests of 500 objects: every API server serves them.
+    Paginated,
+    /// One watch with `sendInitialEvents=true` (KEP-3157, the `WatchList` feature: on by
+    /// default in 1.32 and from 1.34): the objects arrive as events, no page is buffered.
+    Streaming,
+}
+
+/// Whether the API server streams the initial list of `resource` (`sendInitialEvents`): a
+/// watch of a name no object has, which such a server ends with its initial-events-end
+/// bookmark at once. Servers before 1.27 are not asked (they ignore the parameter, and the
+/// probe would wait out its timeout); one that refuses the parameter (the feature gate off)
+/// answers with an error. Retries with backoff while the API server cannot be reached.
+pub async fn serves_streaming_lists(client: &kube::Client, resource: &ApiResource) -> bool {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match probe_streaming_lists(client, resource).await {
+            Ok(streams) => return streams,
+            Err(error) => {
+                tracing::debug!(%error, kind = %resource.kind, "cannot ask the API server about streaming lists yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// One probe (see [`serves_streaming_lists`]); `Err` when the API server was not reached.
+async fn probe_streaming_lists(
+    client: &kube::Client,
+    resource: &ApiResource,
+) -> Result<bool, kube::Error> {
+    let version = client.apiserver_version().await?;
+    let minor: u32 = version
+        .minor
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(0);
+    if version.major != "1" || minor < 27 {
+        return Ok(false);
+    }
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let params = WatchParams::default()
+        .fields("metadata.name=envlink-streaming-list-probe")
+        .timeout(5)
+        .initial_events();
+    let mut stream = match api.watch(&params, "0").await {
+        Ok(stream) => stream.boxed(),
+        Err(kube::Error::Api(_)) => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+    Ok(matches!(
+        first,
+        Ok(Some(Ok(WatchEvent::Bookmark(ref bookmark))))
+            if bookmark.metadata.annotations.contains_key("k8s.io/initial-events-end")
+    ))
+}
 
 /// Why a watched object was left out of its index.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -191,6 +256,7 @@ pub struct WatchDriver<I: WatchIndex> {
     kind: String,
     scopes: Vec<ScopeState<I::Item>>,
     status: Arc<WatchStatus>,
+    initial_list: InitialList,
 }
 
 impl<I: WatchIndex> WatchDriver<I> {
@@ -213,7 +279,15 @@ impl<I: WatchIndex> WatchDriver<I> {
                 })
                 .collect(),
             status,
+            initial_list: InitialList::default(),
         }
+    }
+
+    /// The same driver, taking its lists this way (default: [`InitialList::Auto`]).
+    #[must_use]
+    pub fn with_initial_list(mut self, initial_list: InitialList) -> Self {
+        self.initial_list = initial_list;
+        self
     }
 
     /// A driver of one cluster-wide watch.
@@ -438,9 +512,22 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
     let resource = driver.index.resource();
     // `any_semantic`: the first list may come from the API server's watch cache instead of
     // etcd (what client-go informers do), which is far cheaper with many objects.
-    let config = watcher::Config::default()
+    let streaming = match driver.initial_list {
+        InitialList::Paginated => false,
+        InitialList::Streaming => true,
+        InitialList::Auto => serves_streaming_lists(&client, &resource).await,
+    };
+    tracing::info!(
+        kind = %resource.kind,
+        initial_list = %if streaming { "streaming" } else { "paginated" },
+        "starting the watch"
+    );
+    let mut config = watcher::Config::default()
         .any_semantic()
         .timeout(WATCH_TIMEOUT_SECS);
+    if streaming {
+        config = config.streaming_lists();
+    }
     let streams = driver.scopes().enumerate().map(|(index, scope)| {
         let api: Api<DynamicObject> = match scope {
             ListScope::All => Api::all_with(client.clone(), &resource),

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::catalog::claims;
 use crate::catalog::configmaps::{ConfigMapIndex, ConfigMapSync};
+use crate::catalog::driver::InitialList;
 use crate::catalog::status::{WatchStatus, WatchStatuses};
 use crate::catalog::watch::{self, CatalogSync};
 use crate::catalog::{Catalog, driver, file};
@@ -128,6 +129,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_METRICS_MAX_CONNECTIONS,
           value_parser = parse_connections)]
     pub metrics_max_connections: usize,
+    /// How the watches take their first list (and every re-list): `streaming` is one watch
+    /// with sendInitialEvents (Kubernetes' WatchList feature: on by default in 1.32 and from
+    /// 1.34), `paginated` is list requests of 500 objects, `auto` streams where the API
+    /// server does (asked once per watched resource at start).
+    #[arg(long, value_enum, value_name = "MODE", env = "ENVLINK_INITIAL_LIST",
+          default_value_t = InitialList::Auto)]
+    pub initial_list: InitialList,
     /// When the Service watch has been disconnected for longer than this, /readyz answers
     /// 503. Default: off (the last known catalog keeps serving; see the README).
     #[arg(long, value_name = "DURATION", env = "ENVLINK_MAX_STALENESS", value_parser = parse_duration)]
@@ -667,8 +675,8 @@ fn write_dev_ca(path: &Path, pem: &str, explicit: bool) -> anyhow::Result<()> {
 enum CatalogSource {
     /// A static file or the embedded catalog: the catalog, and where it came from.
     Static(Arc<Catalog>, String),
-    /// A cluster to watch.
-    Cluster(kube::Client),
+    /// A cluster to watch, and how its watches take their lists.
+    Cluster(kube::Client, InitialList),
 }
 
 /// The catalog's source: a static file, the embedded one (`--dev`), or a cluster (whose
@@ -696,6 +704,7 @@ async fn catalog_source(args: &ServeArgs, rules: &CompiledRules) -> anyhow::Resu
     }
     Ok(CatalogSource::Cluster(
         kube_client(args.kubeconfig.as_deref()).await?,
+        args.initial_list,
     ))
 }
 
@@ -717,14 +726,14 @@ fn catalog_start(
             );
             (catalog, Arc::default())
         }
-        CatalogSource::Cluster(client) => {
+        CatalogSource::Cluster(client, initial_list) => {
             let catalog = Arc::new(Catalog::with_rules(&policy.rules));
             let scopes = watch::scopes(&policy.config.services.namespaces);
             tracing::info!(
                 ?scopes,
                 "watching Services; ready after the first full list"
             );
-            let sync = CatalogSync::new(catalog.clone(), scopes);
+            let sync = CatalogSync::new(catalog.clone(), scopes).with_initial_list(initial_list);
             let status = sync.status();
             statuses.add(status.clone());
             tokio::spawn(driver::run(client, sync));
@@ -744,7 +753,7 @@ fn with_cluster_lookups(
     check_config_maps: bool,
     statuses: &Arc<WatchStatuses>,
 ) -> AppState {
-    let client = match source {
+    let (client, initial_list) = match source {
         CatalogSource::Static(..) => {
             if check_config_maps {
                 tracing::warn!(
@@ -754,18 +763,18 @@ fn with_cluster_lookups(
             }
             return state;
         }
-        CatalogSource::Cluster(client) => client,
+        CatalogSource::Cluster(client, initial_list) => (client, initial_list),
     };
     let mut state = state;
     if check_config_maps {
         let index = Arc::new(ConfigMapIndex::new());
-        let sync = ConfigMapSync::cluster_wide(index.clone());
+        let sync = ConfigMapSync::cluster_wide(index.clone()).with_initial_list(initial_list);
         statuses.add(sync.status());
         tokio::spawn(driver::run(client.clone(), sync));
         tracing::info!("watching ConfigMap keys for the envFrom check; ready after the first list");
         state = state.with_config_maps(index);
     }
-    state.with_claims(claims::spawn(client, statuses.clone()))
+    state.with_claims(claims::spawn(client, statuses.clone(), initial_list))
 }
 
 async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {

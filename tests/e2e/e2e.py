@@ -654,6 +654,19 @@ def setup_envlink_and_webhooks() -> None:
 
 
 @test
+def initial_list_streams_where_the_server_can() -> None:
+    """`--initial-list auto` (the default): the Service watch of a server with the WatchList
+    feature on (by default in 1.32 and from 1.34) takes its first list as one streaming watch
+    (sendInitialEvents); 1.20 lists in pages. Every other scenario then runs on that list."""
+    inst = main_instance()
+    want = "streaming" if server_minor() >= 34 or server_minor() == 32 else "paginated"
+    lines = [line for line in inst.log.read_text(errors="replace").splitlines()
+             if "starting the watch" in line and "kind=Service " in line]
+    check(lines, f"no 'starting the watch' line for Services in envlink's log: {inst.log_tail()}")
+    check(all(f"initial_list={want}" in line for line in lines), f"want initial_list={want}: {lines}")
+
+
+@test
 def kubelet_variables_variety_of_services() -> None:
     ns = namespace("e2e-variety")
     apply_objs([
