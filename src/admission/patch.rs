@@ -3,8 +3,9 @@
 //! A Pod in a namespace of 50 Services gets hundreds of variables in each container. Built as
 //! `serde_json::Value`s, that is five allocations per variable and a second pass to serialise
 //! them; instead the one encoder ([`PatchPlan::write_json`]) writes the env lists straight
-//! from the catalog's precomputed variables, each name and value through serde_json's string
-//! escaping, so it is correct for any text whatever the catalog let in.
+//! from the variables rendered for the review ([`Rendered`]), each name and value through
+//! serde_json's string escaping unless the text was found plain, so it is correct for any
+//! text whatever the catalog let in.
 //! [`PatchPlan::to_patch`] reads that output back as a `json_patch::Patch` (for `envlink
 //! mutate`, tests and fuzzing).
 

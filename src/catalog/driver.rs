@@ -64,10 +64,14 @@ pub enum InitialList {
 /// bookmark at once. Servers before 1.27 are not asked (they ignore the parameter, and the
 /// probe would wait out its timeout); one that refuses the parameter (the feature gate off)
 /// answers with an error. Retries with backoff while the API server cannot be reached.
-pub async fn serves_streaming_lists(client: &kube::Client, resource: &ApiResource) -> bool {
+pub async fn serves_streaming_lists(
+    client: &kube::Client,
+    resource: &ApiResource,
+    scope: &ListScope,
+) -> bool {
     let mut delay = Duration::from_millis(500);
     loop {
-        match probe_streaming_lists(client, resource).await {
+        match probe_streaming_lists(client, resource, scope).await {
             Ok(streams) => return streams,
             Err(error) => {
                 tracing::debug!(%error, kind = %resource.kind, "cannot ask the API server about streaming lists yet; retrying");
@@ -78,10 +82,12 @@ pub async fn serves_streaming_lists(client: &kube::Client, resource: &ApiResourc
     }
 }
 
-/// One probe (see [`serves_streaming_lists`]); `Err` when the API server was not reached.
+/// One probe (see [`serves_streaming_lists`]) in `scope` (where envlink's RBAC lets it
+/// watch); `Err` when the API server was not reached.
 async fn probe_streaming_lists(
     client: &kube::Client,
     resource: &ApiResource,
+    scope: &ListScope,
 ) -> Result<bool, kube::Error> {
     let version = client.apiserver_version().await?;
     let minor: u32 = version
@@ -92,7 +98,7 @@ async fn probe_streaming_lists(
     if version.major != "1" || minor < 27 {
         return Ok(false);
     }
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
+    let api = scoped_api(client, resource, scope);
     let params = WatchParams::default()
         .fields("metadata.name=envlink-streaming-list-probe")
         .timeout(5)
@@ -505,6 +511,18 @@ impl Backoff for RelistAtOnce {
     }
 }
 
+/// The API of `resource` in `scope`.
+fn scoped_api(
+    client: &kube::Client,
+    resource: &ApiResource,
+    scope: &ListScope,
+) -> Api<DynamicObject> {
+    match scope {
+        ListScope::All => Api::all_with(client.clone(), resource),
+        ListScope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, resource),
+    }
+}
+
 /// Runs the watchers of every scope of `driver` until the process ends, feeding it. The API
 /// server going away is not fatal: each watcher backs off and re-lists (at once after a
 /// `410 Gone`), and the index keeps serving meanwhile.
@@ -515,7 +533,10 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
     let streaming = match driver.initial_list {
         InitialList::Paginated => false,
         InitialList::Streaming => true,
-        InitialList::Auto => serves_streaming_lists(&client, &resource).await,
+        InitialList::Auto => match driver.scopes().next() {
+            Some(scope) => serves_streaming_lists(&client, &resource, scope).await,
+            None => false,
+        },
     };
     tracing::info!(
         kind = %resource.kind,
@@ -529,10 +550,7 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
         config = config.streaming_lists();
     }
     let streams = driver.scopes().enumerate().map(|(index, scope)| {
-        let api: Api<DynamicObject> = match scope {
-            ListScope::All => Api::all_with(client.clone(), &resource),
-            ListScope::Namespace(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        };
+        let api = scoped_api(&client, &resource, scope);
         let desync = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&desync);
         watcher::watcher(api, config.clone())

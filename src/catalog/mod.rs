@@ -1,9 +1,11 @@
-//! The Service catalog: per-namespace, ready-made variable lists.
+//! The Service catalog: per-namespace Services, each kept as the recipe of its variables.
 //!
 //! Filled from a static file ([`file`]) or kube-runtime watchers ([`watch`], through the
 //! common [`driver`] that also feeds the ConfigMap and DRA indexes). Work is done once per
-//! watch event: a Service's variables, and whether any of them may be reserved, are computed
-//! when it arrives and stored in one allocation. A namespace is a persistent sorted map
+//! watch event: a Service's variable recipe (every case mapping and number formatted), how
+//! many variables it gives and whether any of them may be reserved are computed when it
+//! arrives and stored in one small allocation; a review renders the variables of the
+//! Services it injects ([`Rendered`]). A namespace is a persistent sorted map
 //! (`imbl::OrdSet` by name) behind an `Arc`, and the map of namespaces is a persistent map behind an
 //! `ArcSwap`: a review takes one [`Snapshot`] (an atomic load, no lock), reads it without any
 //! lock, and never waits on an update; the one writer (serialised by a mutex) publishes a new
