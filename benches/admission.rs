@@ -25,7 +25,7 @@ use tower::ServiceExt;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use envlink::admission::{self, Operation, Request, selection};
-use envlink::catalog::Catalog;
+use envlink::catalog::{Catalog, Rendered};
 use envlink::config::Policy;
 use envlink::reserved::NoConfigMaps;
 use envlink::servicelinks::{LinkPort, ServiceLink};
@@ -127,11 +127,14 @@ fn bench_variables(c: &mut Criterion) {
         let cat = catalog("ns", n, &policy);
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
+                // What a review does: select, then render the chosen Services' variables.
                 let sel = selection::kubelet_selection(&cat.snapshot(), black_box("ns"), true);
-                sel.chosen
-                    .iter()
-                    .map(|c| c.service.variable_count())
-                    .sum::<usize>()
+                let mut rendered =
+                    Rendered::with_capacity_for(sel.chosen.iter().map(|c| c.service.as_ref()));
+                for chosen in &sel.chosen {
+                    rendered.add(&chosen.service);
+                }
+                rendered.len()
             })
         });
     }

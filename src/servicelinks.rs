@@ -151,18 +151,18 @@ pub fn join_host_port(host: &str, port: i32) -> String {
 /// formatted: a few dozen bytes from which [`render_variables`] writes the ~500 bytes of
 /// variables. The catalog stores this form (100,000 Services in a tenth of the memory) and
 /// renders a Service's variables when a review injects them.
-#[derive(Debug, Clone)]
-pub struct Recipe<'a, P> {
+#[derive(Debug, Clone, Copy)]
+pub struct Recipe<'a> {
     /// [`env_name`] of the Service's name.
     pub prefix: &'a str,
     /// `spec.clusterIP`, set (see [`ServiceLink::has_cluster_ip`]).
     pub cluster_ip: &'a str,
     /// The ports, in order; none: the Service gives no variables.
-    pub ports: P,
+    pub ports: &'a [PortRecipe<'a>],
 }
 
-/// One port of a [`Recipe`].
-#[derive(Debug, Clone, Copy)]
+/// One port of a [`Recipe`]: the pieces its variables share, composed once.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PortRecipe<'a> {
     /// [`env_name`] of the port's name; empty when unnamed.
     pub env_name: &'a str,
@@ -170,14 +170,56 @@ pub struct PortRecipe<'a> {
     pub number: &'a str,
     /// The protocol (`TCP` when empty), Go-lower-cased (`tcp`).
     pub proto_lower: &'a str,
-    /// The protocol, Go-upper-cased (`TCP`).
-    pub proto_upper: &'a str,
+    /// `PREFIX_PORT_<number>_<PROTOCOL>`, the head of the port's own four variables.
+    pub block: &'a str,
+    /// `<protocol>://<host>:<number>` (`net.JoinHostPort`: an IPv6 host in brackets).
+    pub url: &'a str,
 }
 
-impl<'a> PortRecipe<'a> {
-    /// The protocol as the kubelet reads it (`""` is TCP).
-    pub fn protocol(protocol: &str) -> &str {
-        if protocol.is_empty() { "TCP" } else { protocol }
+/// The owned pieces of one port's [`PortRecipe`], made from the Service's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortParts {
+    /// See [`PortRecipe::env_name`].
+    pub env_name: String,
+    /// See [`PortRecipe::number`].
+    pub number: String,
+    /// See [`PortRecipe::proto_lower`].
+    pub proto_lower: String,
+    /// See [`PortRecipe::block`].
+    pub block: String,
+    /// See [`PortRecipe::url`].
+    pub url: String,
+}
+
+impl PortParts {
+    /// The pieces of `port` of a Service whose [`env_name`] is `prefix`.
+    pub fn of(prefix: &str, cluster_ip: &str, port: &LinkPort) -> Self {
+        // The kubelet reads an empty protocol as TCP.
+        let protocol = if port.protocol.is_empty() {
+            "TCP"
+        } else {
+            port.protocol.as_str()
+        };
+        let number = port.port.to_string();
+        let proto_lower = go_lower(protocol);
+        Self {
+            env_name: env_name(&port.name),
+            block: format!("{prefix}_PORT_{number}_{}", go_upper(protocol)),
+            url: format!("{proto_lower}://{}", join_host_port(cluster_ip, port.port)),
+            number,
+            proto_lower,
+        }
+    }
+
+    /// The pieces, borrowed.
+    pub fn recipe(&self) -> PortRecipe<'_> {
+        PortRecipe {
+            env_name: &self.env_name,
+            number: &self.number,
+            proto_lower: &self.proto_lower,
+            block: &self.block,
+            url: &self.url,
+        }
     }
 }
 
@@ -194,11 +236,8 @@ pub trait VariableSink {
 
 /// Writes a Service's variables in the kubelet's order (`FromServices` for one Service);
 /// nothing when it has no ports. The caller checks the cluster IP (a [`Recipe`] has one).
-pub fn render_variables<'a, P>(recipe: &Recipe<'a, P>, sink: &mut impl VariableSink)
-where
-    P: Iterator<Item = PortRecipe<'a>> + Clone,
-{
-    let Some(first) = recipe.ports.clone().next() else {
+pub fn render_variables(recipe: &Recipe<'_>, sink: &mut impl VariableSink) {
+    let Some(first) = recipe.ports.first() else {
         return;
     };
     let (prefix, ip) = (recipe.prefix, recipe.cluster_ip);
@@ -212,27 +251,19 @@ where
     };
     variable(&[prefix], "_SERVICE_HOST", &[ip]);
     variable(&[prefix], "_SERVICE_PORT", &[first.number]);
-    for port in recipe.ports.clone() {
+    for port in recipe.ports {
         if !port.env_name.is_empty() {
             variable(&[prefix, "_SERVICE_PORT_"], port.env_name, &[port.number]);
         }
     }
-    // Go's net.JoinHostPort: an IPv6 address goes in brackets inside a URL.
-    let (open, close) = if ip.contains(':') {
-        ("[", "]")
-    } else {
-        ("", "")
-    };
-    for (i, port) in recipe.ports.clone().enumerate() {
-        let url = [port.proto_lower, "://", open, ip, close, ":", port.number];
+    for (i, port) in recipe.ports.iter().enumerate() {
         if i == 0 {
-            variable(&[prefix], "_PORT", &url);
+            variable(&[prefix], "_PORT", &[port.url]);
         }
-        let block = [prefix, "_PORT_", port.number, "_", port.proto_upper];
-        variable(&block, "", &url);
-        variable(&block, "_PROTO", &[port.proto_lower]);
-        variable(&block, "_PORT", &[port.number]);
-        variable(&block, "_ADDR", &[ip]);
+        variable(&[port.block], "", &[port.url]);
+        variable(&[port.block], "_PROTO", &[port.proto_lower]);
+        variable(&[port.block], "_PORT", &[port.number]);
+        variable(&[port.block], "_ADDR", &[ip]);
     }
 }
 
@@ -243,31 +274,17 @@ pub fn service_variables(service: &ServiceLink) -> Vec<EnvVar> {
     if !service.yields_variables() {
         return Vec::new();
     }
-    let ports: Vec<(String, String, String, String)> = service
+    let prefix = env_name(&service.name);
+    let ports: Vec<PortParts> = service
         .ports
         .iter()
-        .map(|port| {
-            let protocol = PortRecipe::protocol(&port.protocol);
-            (
-                env_name(&port.name),
-                port.port.to_string(),
-                go_lower(protocol),
-                go_upper(protocol),
-            )
-        })
+        .map(|port| PortParts::of(&prefix, &service.cluster_ip, port))
         .collect();
-    let prefix = env_name(&service.name);
+    let ports: Vec<PortRecipe<'_>> = ports.iter().map(PortParts::recipe).collect();
     let recipe = Recipe {
         prefix: &prefix,
         cluster_ip: &service.cluster_ip,
-        ports: ports
-            .iter()
-            .map(|(env_name, number, lower, upper)| PortRecipe {
-                env_name,
-                number,
-                proto_lower: lower,
-                proto_upper: upper,
-            }),
+        ports: &ports,
     };
     let mut sink = EnvVarSink::default();
     render_variables(&recipe, &mut sink);

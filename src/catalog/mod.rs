@@ -32,7 +32,7 @@ use arc_swap::ArcSwap;
 use imbl::OrdSet;
 
 use crate::reserved::{CompiledRules, NameFilter};
-use crate::servicelinks::{self, PortRecipe, Recipe, ServiceLink, VariableSink};
+use crate::servicelinks::{self, PortParts, PortRecipe, Recipe, ServiceLink, VariableSink};
 
 /// Separates the fields inside [`LinkedService`]'s buffer and the names and values inside
 /// [`Rendered`]'s; [`ServiceLink`]s that contain it are refused at ingest, so it can never be
@@ -41,13 +41,14 @@ const SEP: char = '\0';
 
 /// One Service as the catalog keeps it: its name and the [`Recipe`] of its variables (every
 /// case mapping and number already done), not the variables themselves. A Service with two
-/// ports gives 13 variables, ~470 bytes of text; its recipe is ~60. Reviews render the
+/// ports gives 13 variables, ~470 bytes of text; its recipe ~150. Reviews render the
 /// variables of the Services they inject ([`Rendered::add`]): a few pieces copied per
 /// variable, no formatting or case mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedService {
-    /// `name\0prefix\0clusterIP\0`, then per port `envName\0number\0proto\0PROTO\0` (no
-    /// ports when the Service gives no variables): one allocation for all of a Service.
+    /// `name\0prefix\0clusterIP\0`, then per port `envName\0number\0proto\0block\0url\0`
+    /// ([`PortRecipe`]; no ports when the Service gives no variables): one allocation for all
+    /// of a Service.
     text: Box<str>,
     /// The name's length.
     name_len: u32,
@@ -125,15 +126,18 @@ impl LinkedService {
             text.push(SEP);
         }
         if link.yields_variables() {
+            let prefix = servicelinks::env_name(&link.name);
             for port in &link.ports {
-                let protocol = PortRecipe::protocol(&port.protocol);
+                let parts = PortParts::of(&prefix, &link.cluster_ip, port);
+                let recipe = parts.recipe();
                 for field in [
-                    servicelinks::env_name(&port.name),
-                    port.port.to_string(),
-                    servicelinks::go_lower(protocol),
-                    servicelinks::go_upper(protocol),
+                    recipe.env_name,
+                    recipe.number,
+                    recipe.proto_lower,
+                    recipe.block,
+                    recipe.url,
                 ] {
-                    text.push_str(&field);
+                    text.push_str(field);
                     text.push(SEP);
                 }
             }
@@ -160,19 +164,41 @@ impl LinkedService {
         self.text.get(..self.name_len as usize).unwrap_or_default()
     }
 
-    /// The recipe of its variables (no ports: none).
-    fn recipe(&self) -> Recipe<'_, RecipePorts<'_>> {
+    /// Renders its variables into `sink` (nothing without ports). The ports are read out of
+    /// the buffer once, into a small array (a Service has one or two ports nearly always).
+    fn render_into(&self, sink: &mut impl VariableSink) {
         let rest = self
             .text
             .get(self.name_len as usize + 1..)
             .unwrap_or_default();
         let (prefix, rest) = rest.split_once(SEP).unwrap_or_default();
         let (cluster_ip, ports) = rest.split_once(SEP).unwrap_or_default();
-        Recipe {
+        let mut few = [PortRecipe::default(); 4];
+        let mut many = Vec::new();
+        let mut count = 0;
+        for port in (RecipePorts { rest: ports }) {
+            match few.get_mut(count) {
+                Some(slot) => *slot = port,
+                None => {
+                    if many.is_empty() {
+                        many.extend_from_slice(&few);
+                    }
+                    many.push(port);
+                }
+            }
+            count += 1;
+        }
+        let ports = if many.is_empty() {
+            few.get(..count).unwrap_or_default()
+        } else {
+            &many
+        };
+        let recipe = Recipe {
             prefix,
             cluster_ip,
-            ports: RecipePorts { rest: ports },
-        }
+            ports,
+        };
+        servicelinks::render_variables(&recipe, sink);
     }
 
     /// Whether `spec.clusterIP` is set and not `None`.
@@ -208,8 +234,7 @@ impl LinkedService {
     }
 }
 
-/// The ports of a stored recipe, four fields each.
-#[derive(Debug, Clone)]
+/// The ports of a stored recipe, five fields each.
 struct RecipePorts<'a> {
     rest: &'a str,
 }
@@ -227,7 +252,8 @@ impl<'a> Iterator for RecipePorts<'a> {
             env_name: field()?,
             number: field()?,
             proto_lower: field()?,
-            proto_upper: field()?,
+            block: field()?,
+            url: field()?,
         })
     }
 }
@@ -320,7 +346,7 @@ impl Rendered {
         let first = self.spans.len();
         if service.has_cluster_ip {
             self.plain &= service.json_plain;
-            servicelinks::render_variables(&service.recipe(), self);
+            service.render_into(self);
         }
         first..self.spans.len()
     }
@@ -982,7 +1008,7 @@ mod tests {
         fn the_recipe_renders_the_kubelet_variables(
             name in field(),
             ip in proptest::prop_oneof![field(), proptest::strategy::Just("None".to_string()), proptest::strategy::Just(String::new())],
-            ports in proptest::collection::vec((field(), proptest::prelude::any::<i32>(), proptest::prop_oneof![field(), proptest::strategy::Just("UDP".to_string())]), 0..4),
+            ports in proptest::collection::vec((field(), proptest::prelude::any::<i32>(), proptest::prop_oneof![field(), proptest::strategy::Just("UDP".to_string())]), 0..7),
         ) {
             let l = ServiceLink {
                 namespace: "ns".into(),
