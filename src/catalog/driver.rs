@@ -528,8 +528,6 @@ fn scoped_api(
 /// `410 Gone`), and the index keeps serving meanwhile.
 pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>) {
     let resource = driver.index.resource();
-    // `any_semantic`: the first list may come from the API server's watch cache instead of
-    // etcd (what client-go informers do), which is far cheaper with many objects.
     let streaming = match driver.initial_list {
         InitialList::Paginated => false,
         InitialList::Streaming => true,
@@ -543,9 +541,11 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
         initial_list = %if streaming { "streaming" } else { "paginated" },
         "starting the watch"
     );
-    let mut config = watcher::Config::default()
-        .any_semantic()
-        .timeout(WATCH_TIMEOUT_SECS);
+    // Paginated lists ask for the most recent state (`resourceVersion=""`), not "any"
+    // (`"0"`): the API server serves "any" from its watch cache in one response whatever the
+    // page size (measured: 100,000 Services, a 92 MB peak in envlink), while the most
+    // recent state comes in pages of 500 and envlink never holds more than one page.
+    let mut config = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
     if streaming {
         config = config.streaming_lists();
     }
