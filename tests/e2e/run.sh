@@ -215,6 +215,9 @@ stage "build current Kubernetes: kube-apiserver and kubectl (cached)"
 ENVLINK_K8S=current timed "Kubernetes current (kube-apiserver+kubectl)" bash "$TESTBED" build \
   || die "the current Kubernetes could not be built (see above): the e2e tier cannot run, failing"
 
+stage "build etcd for the current release (cached)"
+timed "etcd" bash "$TESTBED" build-etcd || die "etcd could not be built (see above): the current runs cannot start, failing"
+
 stage "build the helm CLI (cached)"
 timed "helm" bash "$TESTBED" build-helm || die "helm could not be built (see above): the chart tests cannot run, failing"
 

@@ -24,6 +24,7 @@
 #   install                   apt packages + deb-src entry (needs root and the network)
 #   build                     build/cache the selected API server (skip if cached and working)
 #   build-helm                build/cache the helm CLI (helm.sh/helm/v4/cmd/helm)
+#   build-etcd                build/cache etcd $ETCD_VERSION for the current release
 #   paths                     print KUBE_APISERVER=, KUBECTL=, ETCD=, HELM= for the selection
 #   start STATE_DIR           fresh etcd + kube-apiserver, writes STATE_DIR/{kubeconfig,env}
 #   stop STATE_DIR            stop kube-apiserver and etcd
@@ -51,15 +52,18 @@ SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE
 #  current  the newest Kubernetes release we build from the Go module proxy
 #           (CURRENT_KUBE_VERSION below): kube-apiserver AND kubectl of that version from a
 #           generated Go module that requires k8s.io/kubernetes@v1.X.Y and pins its staging
-#           modules to v0.X.Y, built with the machine's Go (/usr/local/go). etcd: Debian's
-#           3.4.23 as for 1.20 — kube-apiserver 1.37.2 accepts it (starts, /readyz ok, no
-#           etcd warning in its log, every suite passes), so no etcd is built.
+#           modules to v0.X.Y, built with the machine's Go (/usr/local/go). etcd: built from
+#           go.etcd.io/etcd/server/v3@v$ETCD_VERSION (`build-etcd`). kube-apiserver 1.37.2
+#           also starts on Debian's 3.4.23, but with it the storage feature
+#           RequestWatchProgress is off and the API server refuses streaming lists
+#           (sendInitialEvents), which envlink uses where they are served.
 #
 # Versions are fixed (not "latest") so that a cached binary is found and used without the
 # network, and so that a run is reproducible; bump them deliberately.
 K8S_SELECT="${ENVLINK_K8S:-1.20}"
 CURRENT_KUBE_VERSION="1.37.2"            # newest k8s.io/kubernetes release on the proxy
 HELM_VERSION="4.3.2"                     # newest helm.sh/helm/v4 release on the proxy
+ETCD_VERSION="3.6.16"                    # etcd for the current release (newest 3.6 on the proxy)
 
 CACHE_ROOT="${ENVLINK_TESTBED_CACHE:-$HOME/.cache/envlink-testbed}"
 
@@ -96,7 +100,9 @@ case "$K8S_SELECT" in
     CACHE_DIR="$CACHE_ROOT/kubernetes-$KUBE_VERSION"
     APISERVER_BIN="$CACHE_DIR/kube-apiserver"
     KUBECTL_BIN="$CACHE_DIR/kubectl"
-    ETCD_BIN=""           # Debian's etcd 3.4 (accepted by 1.37, see above)
+    # etcd $ETCD_VERSION built by `build-etcd` (see above), or the one ENVLINK_TESTBED_ETCD
+    # names (a binary called etcd).
+    ETCD_BIN="${ENVLINK_TESTBED_ETCD:-$CACHE_ROOT/etcd-$ETCD_VERSION/etcd}"
     ;;
   *)
     printf '[testbed] ERROR: ENVLINK_K8S=%s: expected 1.20 or current\n' "$K8S_SELECT" >&2
@@ -359,7 +365,7 @@ kubectl_ok() {
   [[ "$out" == *"\"gitVersion\": \"v$KUBE_VERSION\""* ]]
 }
 
-# The etcd to run: Debian's (both versions today; ETCD_BIN would name another one).
+# The etcd to run: Debian's for 1.20, the built (or named) one for the current release.
 etcd_cmd() {
   if [[ -n "$ETCD_BIN" ]]; then echo "$ETCD_BIN"; else echo etcd; fi
 }
@@ -679,6 +685,42 @@ cmd_build_helm() {
   log "helm $("$HELM_BIN" version --short) built in $((SECONDS - t0))s: $HELM_BIN"
   [[ "${ENVLINK_TESTBED_KEEP_SRC:-0}" == 1 ]] || rm -rf "$work"
   maybe_remove_go_buildcache
+}
+
+# ---------------------------------------------------------------------------------------
+# etcd (for the current release)
+# ---------------------------------------------------------------------------------------
+
+etcd_ok() {
+  [[ -x "$1" ]] && "$1" --version 2>/dev/null | grep -qx "etcd Version: $ETCD_VERSION"
+}
+
+# etcd's own main (go.etcd.io/etcd/server/v3/etcdmain) at $ETCD_VERSION, from a generated
+# module: the module proxy serves the server module, not etcd's root module with main.go.
+cmd_build_etcd() {
+  local dir="$CACHE_ROOT/etcd-$ETCD_VERSION"
+  if etcd_ok "$dir/etcd"; then
+    log "cached etcd OK: $dir/etcd ($ETCD_VERSION)"
+    return 0
+  fi
+  go_module_env
+  local t0=$SECONDS work="$dir/work"
+  rm -rf "$work"; mkdir -p "$work"
+  printf '%s\n' '// etcd, exactly as its own main starts it.' 'package main' '' \
+    'import (' '	"os"' '' '	"go.etcd.io/etcd/server/v3/etcdmain"' ')' '' \
+    'func main() { etcdmain.Main(os.Args) }' >"$work/main.go"
+  (cd "$work" && "$GO_MODULES" mod init envlink-testbed/etcd >/dev/null 2>&1 \
+     && GOFLAGS=-mod=mod "$GO_MODULES" get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" \
+     && GOFLAGS=-mod=mod "$GO_MODULES" mod tidy) >"$work/tidy.log" 2>&1 \
+    || { tail -n 30 "$work/tidy.log" >&2; die "resolving go.etcd.io/etcd/server/v3@v$ETCD_VERSION failed (log: $work/tidy.log)"; }
+  log "modules resolved in $((SECONDS - t0))s; building etcd $ETCD_VERSION"
+  (cd "$work" && "$GO_MODULES" build -ldflags "-s -w" -o "$dir/etcd.tmp" .) \
+    || die "go build of etcd $ETCD_VERSION failed"
+  mv -f "$dir/etcd.tmp" "$dir/etcd"
+  cp "$work/go.mod" "$dir/go.mod"; cp "$work/go.sum" "$dir/go.sum"
+  etcd_ok "$dir/etcd" || die "built etcd does not report $ETCD_VERSION: $("$dir/etcd" --version 2>&1 | head -n1 || true)"
+  log "etcd $ETCD_VERSION built in $((SECONDS - t0))s: $dir/etcd"
+  rm -rf "$work"
 }
 
 # build [--check]: build (or with --check only verify) the selected API server.
@@ -1055,6 +1097,7 @@ main() {
     install)           cmd_install "$@" ;;
     build)             cmd_build "$@" ;;
     build-helm)        cmd_build_helm "$@" ;;
+    build-etcd)        cmd_build_etcd "$@" ;;
     paths)             cmd_paths "$@" ;;
     start)             cmd_start "$@" ;;
     stop)              cmd_stop "$@" ;;
