@@ -104,7 +104,7 @@ pub fn env_name(s: &str) -> String {
 }
 
 /// Go's `strings.ToLower`, rune by rune (see [`env_name`]).
-pub fn go_lower(s: &str) -> String {
+fn go_lower(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         push_simple_case(&mut out, c, char::to_lowercase);
@@ -113,7 +113,7 @@ pub fn go_lower(s: &str) -> String {
 }
 
 /// Go's `strings.ToUpper`, rune by rune (see [`env_name`]).
-pub fn go_upper(s: &str) -> String {
+fn go_upper(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         push_simple_case(&mut out, c, char::to_uppercase);

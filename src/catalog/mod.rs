@@ -435,9 +435,7 @@ impl Listing {
     /// Adds a Service (ignored outside a namespaced scope's namespace).
     pub fn add(&mut self, ingested: IngestedService) {
         let IngestedService { namespace, service } = ingested;
-        if let ListScope::Namespace(ns) = &self.scope
-            && &namespace != ns
-        {
+        if !self.scope.covers(&namespace) {
             return;
         }
         let service = Arc::new(service);
@@ -526,6 +524,16 @@ pub enum ListScope {
     All,
     /// One namespace (a namespaced watch).
     Namespace(String),
+}
+
+impl ListScope {
+    /// Whether an object of `namespace` belongs to this scope.
+    pub fn covers(&self, namespace: &str) -> bool {
+        match self {
+            ListScope::All => true,
+            ListScope::Namespace(ns) => ns == namespace,
+        }
+    }
 }
 
 /// Counts for metrics and logs.
@@ -698,19 +706,18 @@ impl Catalog {
     /// while the watch was down disappear here.
     pub fn replace(&self, scope: ListScope, links: Vec<ServiceLink>) -> Vec<IngestError> {
         let mut errors = Vec::new();
-        let mut ingested = Vec::with_capacity(links.len());
-        for link in links {
-            if let ListScope::Namespace(ns) = &scope
-                && &link.namespace != ns
-            {
+        let mut listing = Listing::new(scope);
+        for link in &links {
+            // Out-of-scope links are skipped before ingesting: their errors are not this list's.
+            if !listing.scope.covers(&link.namespace) {
                 continue;
             }
-            match self.ingest(&link) {
-                Ok(service) => ingested.push(service),
+            match self.ingest(link) {
+                Ok(service) => listing.add(service),
                 Err(e) => errors.push(e),
             }
         }
-        self.replace_ingested(scope, ingested);
+        self.install(listing);
         errors
     }
 
@@ -788,16 +795,8 @@ mod tests {
     fn precomputed_variables_equal_servicelinks() {
         let l = link("a", "redis-master", "fd00::5", 6379);
         let s = LinkedService::new(&l, None).expect("valid");
-        let got: Vec<(String, String)> = s
-            .variables()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        let want: Vec<(String, String)> = servicelinks::service_variables(&l)
-            .into_iter()
-            .map(|v| (v.name, v.value))
-            .collect();
-        assert_eq!(got, want);
+        let want = kubelet_pairs(&l);
+        assert_eq!(owned_pairs(&s.variables()), want);
         assert_eq!(s.variable_count(), want.len());
     }
 
@@ -970,22 +969,27 @@ mod tests {
         assert_eq!(rendered.get(second.end), None);
         assert_eq!(rendered.name(second.end), "");
         assert!(rendered.is_json_plain());
-        let all: Vec<(&str, &str)> = rendered.iter().collect();
         let want: Vec<(String, String)> = [&web, &db]
-            .iter()
-            .flat_map(|s| {
-                s.variables()
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect::<Vec<_>>()
-            })
+            .into_iter()
+            .flat_map(|s| owned_pairs(&s.variables()))
             .collect();
-        assert_eq!(
-            all,
-            want.iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(owned_pairs(&rendered), want);
+    }
+
+    /// The variables as owned (name, value) pairs.
+    fn owned_pairs(rendered: &Rendered) -> Vec<(String, String)> {
+        rendered
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// What the kubelet's rules give `link`, as (name, value) pairs.
+    fn kubelet_pairs(link: &ServiceLink) -> Vec<(String, String)> {
+        servicelinks::service_variables(link)
+            .into_iter()
+            .map(|v| (v.name, v.value))
+            .collect()
     }
 
     /// Any text without the characters ingestion refuses.
@@ -1023,17 +1027,9 @@ mod tests {
                 proptest::prop_assert!(l.name.is_empty());
                 return Ok(());
             };
-            let got: Vec<(String, String)> = s
-                .variables()
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect();
-            let want: Vec<(String, String)> = servicelinks::service_variables(&l)
-                .into_iter()
-                .map(|v| (v.name, v.value))
-                .collect();
+            let want = kubelet_pairs(&l);
             proptest::prop_assert_eq!(s.variable_count(), want.len());
-            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(owned_pairs(&s.variables()), want);
             proptest::prop_assert_eq!(s.name(), l.name.as_str());
             proptest::prop_assert!(s.is_json_plain());
         }

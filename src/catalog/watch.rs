@@ -69,14 +69,9 @@ impl WatchIndex for Catalog {
     }
 
     fn decode(&self, key: ObjectKey, object: DynamicObject) -> Result<IngestedService, SkipReason> {
-        let link = decode_fields(key, &object)?;
-        self.ingest(&link).map_err(|e| {
-            ObjectKey {
-                namespace: link.namespace.clone(),
-                name: link.name.clone(),
-            }
-            .undecodable(KIND, e.to_string())
-        })
+        let link = decode_fields(key.clone(), &object)?;
+        self.ingest(&link)
+            .map_err(|e| key.undecodable(KIND, e.to_string()))
     }
 
     fn apply(&self, service: IngestedService) -> Result<(), Self::Error> {
