@@ -133,6 +133,8 @@ impl Server {
         );
         within(tls.write_all(head.as_bytes())).await.expect("write");
         within(tls.write_all(body)).await.expect("write");
+        // rustls may still hold the last records of a large body.
+        within(tls.flush()).await.expect("flush");
         read_answer(&mut tls).await
     }
 

@@ -195,7 +195,10 @@ async fn expiry_gauge_follows_rotation_and_the_warning_is_logged_once() {
     assert!(killed.success());
     let mut child = guard.0.take().expect("child");
     assert_eq!(child.wait().expect("exit").code(), Some(0));
-    let logs = serving.rest.join().expect("log reader");
+    // The reloader runs beside start-up, so its first warning may come before or after the
+    // "envlink serving" line.
+    let mut logs = serving.before;
+    logs.extend(serving.rest.join().expect("log reader"));
     let warnings: Vec<Value> = logs
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
