@@ -452,13 +452,16 @@ done
       printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l" "$m"
     done
   printf '\nenvlink beside nginx (medians of the rounds; same TLS, same response bytes):\n'
-  printf '%-3s %-3s %-6s %16s %16s %9s %18s %10s\n' sc pr phase "cpu_us env/ngx" "ratio (base)" thruput "p99 env/ngx ms" load
-  jq -r '.ratios[] | [.scenario, .protocol, .phase,
+  printf '%-3s %-3s %-6s %16s %16s %9s %26s %10s\n' sc pr phase "cpu_us env/ngx" "ratio (base)" thruput "p99 ms env/ngx (base)" load
+  jq -r 'def r3: if . == null then null else (. * 1000 | round / 1000) end;
+    .ratios[] | [.scenario, .protocol, .phase,
       "\(.cpu_us_per_request.envlink)/\(.cpu_us_per_request.nginx)",
       "\(.cpu_ratio)" + (if .cpu_us_per_request.base then " (\(.cpu_us_per_request.base))" else "" end),
-      .throughput_ratio, "\(.p99_ms.envlink)/\(.p99_ms.nginx)", "\(.loadavg[0])-\(.loadavg[1])"] | @tsv' "$OUT" |
+      .throughput_ratio,
+      "\(.p99_ms.envlink | r3)/\(.p99_ms.nginx | r3)" + (if .p99_ms.base then " (\(.p99_ms.base | r3))" else "" end),
+      "\(.loadavg[0])-\(.loadavg[1])"] | @tsv' "$OUT" |
     while IFS=$'\t' read -r a b c d e f g h; do
-      printf '%-3s %-3s %-6s %16s %16s %9s %18s %10s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+      printf '%-3s %-3s %-6s %16s %16s %9s %26s %10s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
     done
   printf '\nresults: %s\n' "$OUT"
 } >&2

@@ -11,6 +11,7 @@ use axum::Router;
 use axum::routing::get;
 use envlink::http::server::{self, Drained, ServerOptions};
 use envlink::http::tls::{self, CertReloader, CertResolver, DevCertificates, ReloadStats};
+use envlink::http::workers::Workers;
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -55,9 +56,18 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve_tls(listener, config, app, options, async {
-            let _ = stopped.await;
-        }));
+        // Two serving threads, as a 2-core replica runs.
+        let workers = Workers::start(2).expect("serving threads");
+        let task = tokio::spawn(server::serve_tls(
+            listener,
+            config,
+            app,
+            options,
+            workers,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             stop: Some(stop),

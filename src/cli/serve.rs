@@ -20,6 +20,7 @@ use crate::http::metrics::{self, MetricsState};
 use crate::http::server::{self, Drained, ServerOptions};
 use crate::http::tls::{self, CertReloader, CertResolver, ReloadStats};
 use crate::http::watch_metrics::WatchCollector;
+use crate::http::workers::{self, Workers};
 use crate::http::{self, AppState, Limits, Metrics, ScrapeSources};
 use crate::reserved::CompiledRules;
 use crate::servicelinks::DEFAULT_NAMESPACE;
@@ -112,6 +113,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = duration_text(DEFAULT_SHUTDOWN_GRACE),
           value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Threads serving the HTTPS connections (each connection stays on one) [default: the
+    /// CPUs available to the process].
+    #[arg(long, value_name = "N", env = "ENVLINK_SERVE_THREADS", value_parser = parse_positive)]
+    pub serve_threads: Option<usize>,
     /// Most HTTPS connections open at once; at the limit new ones wait in the listen backlog.
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS,
           value_parser = parse_connections)]
@@ -465,8 +470,10 @@ async fn serve_until_stopped(
     let reload_task = reloader.map(|r| tokio::spawn(r.run(args.tls_reload_interval)));
 
     let limits = state.limits;
+    let workers = Workers::start(args.serve_threads.unwrap_or_else(workers::default_threads))?;
     tracing::info!(
         listen = %listeners.local,
+        serve_threads = workers.len(),
         metrics = %listeners.metrics_local,
         max_connections = args.max_connections,
         max_handshakes = args.max_handshakes,
@@ -488,6 +495,7 @@ async fn serve_until_stopped(
         tls_config,
         http::router(state),
         options,
+        workers,
         stopped(stop_rx),
     )
     .await;

@@ -12,6 +12,7 @@ pub mod server;
 pub mod tls;
 pub mod watch_metrics;
 pub mod wire;
+pub mod workers;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;

@@ -33,7 +33,7 @@
 use std::collections::BTreeMap;
 use std::future::{Future, pending};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,8 +46,11 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use super::workers::Workers;
 
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -131,12 +134,15 @@ enum Transport {
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes; then stops accepting,
 /// lets open connections finish their requests (HTTP/2 gets a GOAWAY, idle HTTP/1.1
-/// connections close) for up to `options.shutdown_grace`, and returns.
+/// connections close) for up to `options.shutdown_grace`, and returns. Connections are
+/// served on `workers`' threads; connections still open after the grace period are dropped
+/// with them.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     app: Router,
     options: ServerOptions,
+    workers: Workers,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
     serve(
@@ -144,6 +150,7 @@ pub async fn serve_tls(
         Transport::Tls(TlsAcceptor::from(tls)),
         app,
         options,
+        &workers,
         shutdown,
         "https",
     )
@@ -158,11 +165,13 @@ pub async fn serve_plain(
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
+    // A few scrapes and probes: served on the calling runtime.
     serve(
         listener,
         Transport::Plain,
         app,
         options,
+        &Workers::current(),
         shutdown,
         "metrics",
     )
@@ -174,6 +183,7 @@ async fn serve(
     transport: Transport,
     app: Router,
     options: ServerOptions,
+    workers: &Workers,
     shutdown: impl Future<Output = ()>,
     name: &'static str,
 ) -> Drained {
@@ -204,11 +214,15 @@ async fn serve(
             options,
             stop: stop_rx.clone(),
         };
-        tokio::spawn(async move {
+        let spawned = workers.spawn_connection(tcp, move |tcp| async move {
             // Held for the connection's lifetime.
             let _slot = slot;
             connection.run(tcp, ticket).await;
         });
+        if let Err(error) = spawned {
+            // The slot and the ticket went with the closure; the peer sees a reset.
+            tracing::warn!(listener = name, %error, "cannot hand a connection to a serving thread");
+        }
     }
     drop(listener);
     slots.drain(&stop_tx, options.shutdown_grace).await
@@ -347,13 +361,13 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (in_flight, requests) = watch::channel(0usize);
-        let in_flight = Arc::new(in_flight);
+        let activity = Arc::new(Activity::new());
+        let requests = activity.clone();
         let app = self.app.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             // The first request head is the proof: the connection leaves the unproven set.
             entry.leave();
-            let guard = InFlight::start(in_flight.clone());
+            let guard = InFlight::start(requests.clone());
             let app = app.clone();
             async move {
                 let response = app.oneshot(request).await;
@@ -366,7 +380,7 @@ impl Connection {
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let peer = self.peer;
-        if let Err(error) = drive(connection, requests, self.options, self.stop.clone()).await {
+        if let Err(error) = drive(connection, &activity, self.options, self.stop.clone()).await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
     }
@@ -376,7 +390,7 @@ impl Connection {
 /// `idle_timeout` or the server stops.
 async fn drive<C>(
     connection: C,
-    requests: watch::Receiver<usize>,
+    activity: &Activity,
     options: ServerOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<(), C::Error>
@@ -386,7 +400,7 @@ where
     tokio::pin!(connection);
     let idle = tokio::select! {
         result = connection.as_mut() => return result,
-        () = idle(requests, options.idle_timeout) => true,
+        () = idle(activity, options.idle_timeout) => true,
         () = stopped(stop) => false,
     };
     connection.as_mut().graceful_shutdown();
@@ -402,17 +416,18 @@ where
     }
 }
 
-/// Completes once no request has been in flight for `timeout`.
-async fn idle(mut requests: watch::Receiver<usize>, timeout: Duration) {
+/// Completes once no request has been in flight for `timeout`. It only checks when the
+/// timeout could have run out (no wake-up per request: a watch channel here cost every
+/// request two extra polls of the connection).
+async fn idle(activity: &Activity, timeout: Duration) {
     loop {
-        if requests.wait_for(|n| *n == 0).await.is_err() {
-            return pending().await;
-        }
-        match tokio::time::timeout(timeout, requests.changed()).await {
-            Err(_) => return,
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return pending().await,
-        }
+        let wait = match activity.idle_for() {
+            Some(idle) if idle >= timeout => return,
+            Some(idle) => timeout - idle,
+            // A request in flight: the earliest the connection can be idle long enough.
+            None => timeout,
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -445,19 +460,52 @@ async fn cut_short(
     }
 }
 
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    /// When the connection began to be served; the reference of `last_end_us`.
+    start: Instant,
+    in_flight: AtomicUsize,
+    /// Microseconds from `start` to the end of the last request (0: none yet, so the idle
+    /// time counts from `start`).
+    last_end_us: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end_us: AtomicU64::new(0),
+        }
+    }
+
+    /// How long no request has been in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last_end = Duration::from_micros(self.last_end_us.load(Ordering::Acquire));
+        Some(self.start.elapsed().saturating_sub(last_end))
+    }
+}
+
 /// Counts one request in flight on a connection, until dropped.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(counter: Arc<watch::Sender<usize>>) -> Self {
-        counter.send_modify(|n| *n += 1);
-        Self(counter)
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        let activity = &self.0;
+        // The end time first: a check that sees no request in flight sees this time too.
+        let ended = u64::try_from(activity.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        activity.last_end_us.fetch_max(ended, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -664,6 +712,30 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Idle means no request in flight for the whole timeout: counted from the start, then
+    /// from the end of the last request, never while one runs.
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_request_end() {
+        let timeout = Duration::from_secs(90);
+        let activity = Arc::new(Activity::new());
+        let started = Instant::now();
+        idle(&activity, timeout).await;
+        assert_eq!(started.elapsed(), timeout, "idle from the start");
+
+        let request = InFlight::start(activity.clone());
+        let held = tokio::time::timeout(timeout * 3, idle(&activity, timeout)).await;
+        assert!(held.is_err(), "never idle while a request is in flight");
+        drop(request);
+        let ended = Instant::now();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        // A second request, over at once: the idle time restarts from its end.
+        drop(InFlight::start(activity.clone()));
+        let second_end = Instant::now();
+        idle(&activity, timeout).await;
+        assert_eq!(second_end.elapsed(), timeout);
+        assert!(ended.elapsed() > timeout);
     }
 
     #[test]
