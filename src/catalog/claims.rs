@@ -275,7 +275,7 @@ pub fn spawn(
     let index = Arc::new(ClaimIndex::new());
     let watched = index.clone();
     tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_secs(1);
+        let mut retry = driver::Retry::new();
         loop {
             match client.list_api_group_resources(API_VERSION).await {
                 Ok(list) if list.resources.iter().any(|r| r.name == "resourceclaims") => {
@@ -295,8 +295,7 @@ pub fn spawn(
                 Err(kube::Error::Api(status)) if status.is_not_found() => break,
                 Err(error) => {
                     tracing::warn!(%error, "cannot ask the API server whether it serves {API_VERSION}; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(60));
+                    retry.wait().await;
                 }
             }
         }

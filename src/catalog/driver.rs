@@ -69,16 +69,40 @@ pub async fn serves_streaming_lists(
     resource: &ApiResource,
     scope: &ListScope,
 ) -> bool {
-    let mut delay = Duration::from_millis(500);
+    let mut retry = Retry::new();
     loop {
         match probe_streaming_lists(client, resource, scope).await {
             Ok(streams) => return streams,
             Err(error) => {
                 tracing::debug!(%error, kind = %resource.kind, "cannot ask the API server about streaming lists yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
+                retry.wait().await;
             }
         }
+    }
+}
+
+/// The waits of a start-up question to the API server asked until it answers (the
+/// streaming-list probe, DRA discovery): kube-runtime's default backoff, the one its
+/// watchers use (0.8 s doubling to 30 s, with jitter).
+pub struct Retry(DefaultBackoff);
+
+impl Retry {
+    /// A fresh backoff.
+    pub fn new() -> Self {
+        Self(DefaultBackoff::default())
+    }
+
+    /// Sleeps for the next delay.
+    pub async fn wait(&mut self) {
+        // The default backoff never runs out; were it to, keep retrying at its maximum.
+        let delay = self.0.next().unwrap_or(Duration::from_secs(30));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

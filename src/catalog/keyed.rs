@@ -50,15 +50,11 @@ impl<V: Clone> NamedIndex<V> {
     pub fn replace(&self, scope: &ListScope, entries: Vec<(ObjectKey, V)>) {
         let fresh = entries
             .into_iter()
+            .filter(|(key, _)| scope.covers(&key.namespace))
             .map(|(key, value)| (key_of(&key), value));
-        match scope {
-            ListScope::All => *self.write() = fresh.collect(),
-            ListScope::Namespace(ns) => {
-                let mut map = self.write();
-                map.retain(|(namespace, _), _| **namespace != **ns);
-                map.extend(fresh.filter(|((namespace, _), _)| **namespace == **ns));
-            }
-        }
+        let mut map = self.write();
+        map.retain(|(namespace, _), _| !scope.covers(namespace));
+        map.extend(fresh);
     }
 
     /// How many values are held.
