@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::coalesce::{Coalesced, coalescing};
 use super::workers::Workers;
 
 /// Connection-level limits of one listener.
@@ -375,10 +376,13 @@ impl Connection {
                 response
             }
         });
+        // The connection's writes of one poll go out in one write after it (see `coalesce`).
+        let (io, write_out) = coalescing(io);
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)
             .into_owned();
+        let connection = Coalesced::new(connection, write_out);
         let peer = self.peer;
         if let Err(error) = drive(connection, &activity, self.options, self.stop.clone()).await {
             tracing::debug!(%peer, %error, "connection ended with an error");
@@ -388,22 +392,22 @@ impl Connection {
 
 /// Runs a connection until it ends, shutting it down gracefully when it has been idle for
 /// `idle_timeout` or the server stops.
-async fn drive<C>(
-    connection: C,
+async fn drive<C, T>(
+    mut connection: Coalesced<C, T>,
     activity: &Activity,
     options: ServerOptions,
     stop: watch::Receiver<bool>,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
+    T: AsyncWrite + Unpin,
 {
-    tokio::pin!(connection);
     let idle = tokio::select! {
-        result = connection.as_mut() => return result,
+        result = &mut connection => return result,
         () = idle(activity, options.idle_timeout) => true,
         () = stopped(stop) => false,
     };
-    connection.as_mut().graceful_shutdown();
+    connection.connection().graceful_shutdown();
     if idle {
         // A peer that stopped reading could keep a response write pending for ever.
         match tokio::time::timeout(options.header_read_timeout, connection).await {
