@@ -9,10 +9,11 @@
 //! the connection, writes that buffer through TLS to the socket once the connection's poll
 //! returns — in the same task, before it sleeps, so nothing waits longer than before.
 //!
-//! Bounded: past [`HIGH_WATER`] buffered bytes a write goes through to the transport first
-//! (and waits for it, as a direct write would), so a peer that stops reading still holds the
-//! connection back by the transport's buffers, not by an unbounded one here. A shutdown
-//! writes everything out before it closes.
+//! Bounded: a write that would take the buffer past [`HIGH_WATER`] bytes first writes the
+//! buffer out (and waits for the transport, as a direct write would), and one larger than
+//! that goes straight through; so a connection holds at most `HIGH_WATER` here (a peer that
+//! stops reading holds the connection back by the transport's buffers, as before). A
+//! shutdown writes everything out before it closes.
 
 use std::future::Future;
 use std::io;
@@ -74,6 +75,8 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
             }
         }
         self.pending.clear();
+        // Held at most HIGH_WATER bytes, but growth may have doubled the allocation.
+        self.pending.shrink_to(HIGH_WATER);
         if self.flush_wanted {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
             self.flush_wanted = false;
@@ -125,8 +128,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     ) -> Poll<io::Result<usize>> {
         let mut shared = lock(&self.0);
         shared.check()?;
-        if shared.pending.len() + buf.len() > HIGH_WATER && !shared.pending.is_empty() {
+        if shared.pending.len() + buf.len() > HIGH_WATER {
             ready!(shared.poll_write_out(cx))?;
+            if buf.len() > HIGH_WATER {
+                // Large: straight through, neither copied nor held.
+                return Pin::new(&mut shared.io).poll_write(cx, buf);
+            }
         }
         shared.pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
@@ -140,8 +147,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut shared = lock(&self.0);
         shared.check()?;
-        if shared.pending.len() + total > HIGH_WATER && !shared.pending.is_empty() {
+        if shared.pending.len() + total > HIGH_WATER {
             ready!(shared.poll_write_out(cx))?;
+            if total > HIGH_WATER {
+                return Pin::new(&mut shared.io).poll_write_vectored(cx, bufs);
+            }
         }
         for buf in bufs {
             shared.pending.extend_from_slice(buf);
@@ -353,6 +363,25 @@ mod tests {
             "{:?}",
             writes.len()
         );
+    }
+
+    /// A write larger than the mark goes straight through, after what was held before it;
+    /// nothing of it stays in the buffer.
+    #[tokio::test]
+    async fn large_writes_are_not_held() {
+        let transport = Recorder::default();
+        let (mut io, out) = coalescing(transport.clone());
+        let shared = out.0.clone();
+        let large = vec![1u8; 3 * HIGH_WATER];
+        let connection = async move {
+            io.write_all(b"head").await?;
+            io.write_all(&large).await?;
+            io.flush().await
+        };
+        Coalesced::new(connection, out).await.expect("written");
+        let lengths: Vec<usize> = transport.writes().iter().map(Vec::len).collect();
+        assert_eq!(lengths, [4, 3 * HIGH_WATER]);
+        assert!(lock(&shared).pending.capacity() <= HIGH_WATER);
     }
 
     /// A failed write reaches the connection: its next read fails, so it ends.
