@@ -57,24 +57,19 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
     /// Gives every pending byte to `io`, then flushes it if a flush was asked for.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut written = 0;
-        while written < self.pending.len() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.pending[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    self.pending.drain(..written);
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(error)) => {
-                    self.pending.drain(..written);
-                    return Poll::Ready(Err(error));
-                }
-                Poll::Pending => {
-                    self.pending.drain(..written);
-                    return Poll::Pending;
-                }
+        let result = loop {
+            if written == self.pending.len() {
+                break Poll::Ready(Ok(()));
             }
-        }
-        self.pending.clear();
+            match Pin::new(&mut self.io).poll_write(cx, &self.pending[written..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        self.pending.drain(..written);
+        ready!(result)?;
         // Held at most HIGH_WATER bytes, but growth may have doubled the allocation.
         self.pending.shrink_to(HIGH_WATER);
         if self.flush_wanted {
@@ -126,17 +121,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut shared = lock(&self.0);
-        shared.check()?;
-        if shared.pending.len() + buf.len() > HIGH_WATER {
-            ready!(shared.poll_write_out(cx))?;
-            if buf.len() > HIGH_WATER {
-                // Large: straight through, neither copied nor held.
-                return Pin::new(&mut shared.io).poll_write(cx, buf);
-            }
-        }
-        shared.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -150,6 +135,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         if shared.pending.len() + total > HIGH_WATER {
             ready!(shared.poll_write_out(cx))?;
             if total > HIGH_WATER {
+                // Large: straight through, neither copied nor held.
                 return Pin::new(&mut shared.io).poll_write_vectored(cx, bufs);
             }
         }

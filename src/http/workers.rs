@@ -126,7 +126,8 @@ impl Workers {
     }
 
     /// Connections open on each thread, in thread order.
-    pub fn open_connections(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn open_connections(&self) -> Vec<usize> {
         self.threads
             .iter()
             .map(|worker| worker.open.load(Ordering::Relaxed))
@@ -156,18 +157,13 @@ impl Workers {
         Ok(())
     }
 
+    /// The thread with the fewest open connections (the first of equals).
     fn least_loaded(&self) -> &Worker {
-        // `threads` is never empty (start makes at least one, current exactly one).
-        let mut best = &self.threads[0];
-        let mut fewest = best.open.load(Ordering::Relaxed);
-        for worker in &self.threads[1..] {
-            let open = worker.open.load(Ordering::Relaxed);
-            if open < fewest {
-                best = worker;
-                fewest = open;
-            }
-        }
-        best
+        self.threads
+            .iter()
+            .min_by_key(|worker| worker.open.load(Ordering::Relaxed))
+            // `threads` is never empty (start makes at least one, current exactly one).
+            .unwrap_or(&self.threads[0])
     }
 }
 
