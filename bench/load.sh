@@ -17,8 +17,8 @@
 #                   the one under test: an A/B run on the same machine load
 #   --nice N        nice level of servers and load generator (default 0: see BENCHMARKS.md,
 #                   "Which method tells the truth")
-#   --perf          also `perf record -g` envlink during each full-load phase; the reports
-#                   (perf report --no-children, top entries) go next to the results
+#   --perf          also `perf record -g` envlink during the first round of every phase; the
+#                   reports (perf report --no-children, top entries) go next to the results
 #   -o FILE         results file (default bench/results/load-<UTC time>.json)
 #
 # Environment: ENVLINK_BIN (default: cargo build --release, then target/release/envlink),
@@ -289,8 +289,8 @@ run_phase() {
   nice -n "$NICE" "$OHA" "${ARGS[@]}" -z 2s "$url" >/dev/null 2>&1 || true
   local load0 t0 t1 m0 m1 th0="" th1="" perf_pid="" oha_times
   load0=$(cut -d' ' -f1 /proc/loadavg)
-  if ((PERF)) && [[ $target == envlink && $phase == full && $round == 1 ]]; then
-    perf record -F 999 -g -o "$WORK/perf-$sc-$proto.data" -p "${PID[envlink]}" >/dev/null 2>&1 &
+  if ((PERF)) && [[ $target == envlink && $round == 1 ]]; then
+    perf record -F 999 -g -o "$WORK/perf-$sc-$proto-$phase.data" -p "${PID[envlink]}" >/dev/null 2>&1 &
     perf_pid=$!
     sleep 0.3
   fi
@@ -310,9 +310,9 @@ run_phase() {
   if [[ -n "$perf_pid" ]]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
-    perf report -i "$WORK/perf-$sc-$proto.data" --no-children --stdio --percent-limit 0.5 \
+    perf report -i "$WORK/perf-$sc-$proto-$phase.data" --no-children --stdio --percent-limit 0.5 \
       --sort dso,symbol 2>/dev/null | grep -v '^$' | grep -E '^ +[0-9]|^#' | head -80 \
-      >"$WORK/perf-$sc-$proto.txt" || true
+      >"$WORK/perf-$sc-$proto-$phase.txt" || true
   fi
   # oha's user and system seconds ("0m1.234s 0m0.567s") -> microseconds
   local oha_us

@@ -2,12 +2,14 @@
 //!
 //! Lines are written by a dedicated thread: a review formats its line and appends it to a
 //! shared buffer (one uncontended lock, no system call), and the thread writes what gathered
-//! in one `write`. The thread is woken once per batch, not per line: it waits for a first line,
-//! then lets lines gather for [`GATHER`] (or until [`HIGH_WATER`] bytes) before writing.
-//! tracing-appender's non-blocking writer, used before, woke it for nearly every line under
-//! load (a futex wake-up and a context switch per review: issue 16's profile, BENCHMARKS.md).
-//! The hand-over is not lossy: beyond [`BUFFERED_BYTES`] not yet written, logging waits, as a
-//! direct write to a full pipe would.
+//! in one `write`. While lines keep coming the thread wakes on its own every [`GATHER`] (or
+//! when [`HIGH_WATER`] bytes wait) and nobody wakes it: a review pays no system call for its
+//! line. Only after a [`GATHER`] without a line does the thread go idle, and then the next
+//! line wakes it. tracing-appender's non-blocking writer, used before, was woken for nearly
+//! every line (a futex wake-up and a context switch per review: issue 16's profile); a first
+//! version of this writer still was once per batch, from a review, and woke twice per batch
+//! (BENCHMARKS.md, "The log writer"). The hand-over is not lossy: beyond [`BUFFERED_BYTES`]
+//! not yet written, logging waits, as a direct write to a full pipe would.
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -47,9 +49,12 @@ pub const BUFFERED_BYTES: usize = 4 << 20;
 /// Once this much is waiting, the writer thread writes it without waiting out [`GATHER`].
 pub const HIGH_WATER: usize = 256 << 10;
 
-/// How long the writer thread lets lines gather after the first one, so that it wakes up at
-/// most ~100 times a second under load; also the most a line waits before it is written.
-pub const GATHER: Duration = Duration::from_millis(10);
+/// How long the writer thread lets lines gather before it writes them, so that it wakes up
+/// at most ~20 times a second under load; also the most a line waits before it is written.
+/// Each wake-up costs about as much as a few reviews' lines (a context switch and a `write`):
+/// 10 ms cost ~2.5 µs per review at 1,000 reviews/s, 50 ms ~1 µs (BENCHMARKS.md). A line
+/// ~50 ms late is no loss for a log; a SIGKILL loses at most that much, a shutdown nothing.
+pub const GATHER: Duration = Duration::from_millis(50);
 
 /// Keeps the writer thread alive; dropping it writes out every line logged so far (drop it
 /// before the process exits, and before printing a final error, to keep the order).
@@ -73,7 +78,8 @@ impl Drop for LogGuard {
 #[derive(Default)]
 struct Shared {
     pending: Mutex<Pending>,
-    /// A first line arrived, the buffer passed [`HIGH_WATER`], or the guard was dropped.
+    /// A first line arrived for an idle writer, the buffer passed [`HIGH_WATER`], or the
+    /// guard was dropped.
     wake_writer: Condvar,
     /// The writer took the buffer: room for loggers waiting at [`BUFFERED_BYTES`].
     room: Condvar,
@@ -83,6 +89,12 @@ struct Shared {
 struct Pending {
     lines: Vec<u8>,
     stop: bool,
+    /// The writer sleeps until it is woken (no line came for a whole [`GATHER`]); otherwise
+    /// it wakes by itself within [`GATHER`] and nobody needs to wake it.
+    writer_idle: bool,
+    /// Loggers waiting for room at [`BUFFERED_BYTES`]: the writer signals `room` only then,
+    /// as a signal costs a system call even when nobody waits.
+    waiting_for_room: usize,
 }
 
 impl Shared {
@@ -96,10 +108,12 @@ impl Shared {
     fn append(&self, line: &[u8]) {
         let mut pending = self.lock();
         while pending.lines.len() >= BUFFERED_BYTES && !pending.stop {
+            pending.waiting_for_room += 1;
             pending = self
                 .room
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
+            pending.waiting_for_room -= 1;
         }
         if pending.stop {
             // After the guard is gone (the last lines of a shutdown): straight to stderr.
@@ -110,25 +124,22 @@ impl Shared {
         let before = pending.lines.len();
         pending.lines.extend_from_slice(line);
         let after = pending.lines.len();
+        // Only a line for an idle writer and the crossing of the mark wake it: a wake-up per
+        // line (or per batch, from the review that logs first) is what this writer avoids.
+        let wake = std::mem::take(&mut pending.writer_idle)
+            || (before < HIGH_WATER && after >= HIGH_WATER);
         drop(pending);
-        // Only the first line of a batch and the crossing of the mark wake the writer: a
-        // wake-up per line is what this writer exists to avoid.
-        if before == 0 || (before < HIGH_WATER && after >= HIGH_WATER) {
+        if wake {
             self.wake_writer.notify_one();
         }
     }
 
-    /// The writer thread: waits for a first line, lets more gather, writes them in one call.
+    /// The writer thread: lets lines gather for [`GATHER`], writes them in one call, and
+    /// sleeps until woken once a whole [`GATHER`] brought no line.
     fn write_batches(&self, out: &mut dyn Write) {
         let mut batch = Vec::new();
+        let mut pending = self.lock();
         loop {
-            let mut pending = self.lock();
-            while pending.lines.is_empty() && !pending.stop {
-                pending = self
-                    .wake_writer
-                    .wait(pending)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
             if !pending.stop && pending.lines.len() < HIGH_WATER {
                 pending = self
                     .wake_writer
@@ -136,16 +147,32 @@ impl Shared {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+            if pending.lines.is_empty() && !pending.stop {
+                // Idle: the next line wakes the writer, which then gathers for a GATHER.
+                pending.writer_idle = true;
+                while pending.lines.is_empty() && !pending.stop {
+                    pending = self
+                        .wake_writer
+                        .wait(pending)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                pending.writer_idle = false;
+                continue;
+            }
             let stop = pending.stop;
             std::mem::swap(&mut pending.lines, &mut batch);
+            let room_wanted = pending.waiting_for_room > 0;
             drop(pending);
-            self.room.notify_all();
+            if room_wanted {
+                self.room.notify_all();
+            }
             if batch.is_empty() && stop {
                 return;
             }
             // A log write that fails (stderr closed) has nowhere to be reported.
             let _ = out.write_all(&batch).and_then(|()| out.flush());
             batch.clear();
+            pending = self.lock();
         }
     }
 }
@@ -266,6 +293,76 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [20_000; 4]);
+    }
+
+    /// Waits until the sink holds exactly `expected`; false after 10 s (a liveness bound for
+    /// a writer that was never woken, not a timing).
+    fn holds_in_time(sink: &Sink, expected: &[u8]) -> bool {
+        for _ in 0..1000 {
+            if sink.0.lock().unwrap().as_slice() == expected {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_line_is_written_while_the_guard_lives_also_after_the_writer_went_idle() {
+        let sink = Sink::default();
+        let (mut writer, guard) = start_writer(Box::new(sink.clone())).unwrap();
+        writer.write_all(b"first\n").unwrap();
+        assert!(holds_in_time(&sink, b"first\n"));
+        // Whole GATHERs without a line: the writer goes idle, and the next line must wake it.
+        std::thread::sleep(GATHER * 5);
+        writer.write_all(b"second\n").unwrap();
+        assert!(holds_in_time(&sink, b"first\nsecond\n"));
+        drop(guard);
+    }
+
+    /// A sink as slow as a stalled log pipe: every write takes 20 ms.
+    #[derive(Clone, Default)]
+    struct SlowSink(Sink);
+
+    impl Write for SlowSink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.0.write(bytes)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_logger_held_at_the_buffer_limit_goes_on_once_the_writer_took_the_lines() {
+        let sink = SlowSink::default();
+        let (writer, guard) = start_writer(Box::new(sink.clone())).unwrap();
+        // Three times the buffer limit in 64 KiB lines, faster than the sink takes them: the
+        // logger waits for room repeatedly, and must be let go each time.
+        let line = |i: usize| {
+            let mut line = format!("{i:08}").into_bytes();
+            line.resize(64 << 10, b'x');
+            line.push(b'\n');
+            line
+        };
+        let count = 3 * BUFFERED_BYTES / (64 << 10);
+        let logger = {
+            let mut writer = writer.clone();
+            std::thread::spawn(move || {
+                for i in 0..count {
+                    writer.write_all(&line(i)).unwrap();
+                }
+            })
+        };
+        logger.join().unwrap();
+        drop(guard);
+        let written = sink.0.0.lock().unwrap();
+        let expected: Vec<u8> = (0..count).flat_map(line).collect();
+        assert!(
+            written.as_slice() == expected.as_slice(),
+            "lines lost or out of order"
+        );
     }
 
     #[test]
