@@ -11,20 +11,13 @@ mod common;
 mod review;
 use review::PodReview;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::prelude::BASE64_STANDARD;
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/review");
@@ -37,89 +30,43 @@ const MAX_BODY: usize = 2 * 1024 * 1024;
 /// loaded 2-core CI machine. A bad request must be answered well within this.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 
-/// `envlink serve --dev` on an ephemeral port; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    roots: Arc<RootCertStore>,
-    _tmp: tempfile::TempDir,
+/// `envlink serve --dev` on an ephemeral port ([`common::DevServer`]) with this file's body
+/// limit and request timeout; killed on drop.
+struct Server(common::DevServer);
+
+impl std::ops::Deref for Server {
+    type Target = common::DevServer;
+    fn deref(&self) -> &common::DevServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut common::DevServer {
+        &mut self.0
+    }
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ca = tmp.path().join("ca.pem");
         let timeout = format!("{}ms", REQUEST_TIMEOUT.as_millis());
         let max_body = MAX_BODY.to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_envlink"))
-            .args(["serve", "--dev", "--log-format", "json"])
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .arg("--dev-ca-out")
-            .arg(&ca)
-            .args(["--max-body-bytes", &max_body])
-            // A test may give its own request timeout.
-            .args(
-                (!extra.contains(&"--request-timeout"))
-                    .then_some(["--request-timeout", &timeout])
-                    .into_iter()
-                    .flatten(),
-            )
-            .args(extra)
-            // The "serving" line, without one line per review.
-            .env("RUST_LOG", "info,envlink::http::router=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("envlink starts");
-        let addr = common::wait_for_serving(&mut child).listen;
-        let mut roots = RootCertStore::empty();
-        let pem = std::fs::read(&ca).expect("the CA was written");
-        roots
-            .add(CertificateDer::from_pem_slice(&pem).expect("CA PEM"))
-            .expect("add CA");
-        Self {
-            child,
-            addr,
-            roots: Arc::new(roots),
-            _tmp: tmp,
+        let mut args = vec!["--max-body-bytes", &max_body];
+        // A test may give its own request timeout.
+        if !extra.contains(&"--request-timeout") {
+            args.extend(["--request-timeout", &timeout]);
         }
-    }
-
-    fn assert_running(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "the server process exited"
-        );
+        args.extend(extra);
+        Self(common::DevServer::start(&args, common::envlink_command))
     }
 
     /// Resident memory of the server process, in KiB.
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+        self.status_kib("VmRSS")
     }
 
     async fn connect(&self) -> TlsStream<TcpStream> {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(self.roots.clone())
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        within(
-            TlsConnector::from(Arc::new(config))
-                .connect(ServerName::try_from("localhost").expect("name"), tcp),
-        )
-        .await
-        .expect("TLS handshake")
+        within(self.tls(b"http/1.1")).await
     }
 
     /// One request on a new connection: the head (`Content-Length` from `body`), the body,
@@ -154,13 +101,6 @@ impl Server {
             "705ab4f5-6393-11e8-b7cc-42010a800002"
         );
         assert!(review["response"]["patch"].is_string(), "{review}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

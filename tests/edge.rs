@@ -15,7 +15,7 @@ mod review;
 use review::{PodReview, UID};
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,13 +25,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::Request;
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const REVIEW: &str = concat!(
@@ -45,36 +41,26 @@ fn envlink() -> String {
     std::env::var("ENVLINK_EDGE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_envlink").into())
 }
 
-/// `envlink serve --dev` on ephemeral loopback ports; killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    roots: Arc<RootCertStore>,
-    _tmp: tempfile::TempDir,
+/// `envlink serve --dev` on ephemeral loopback ports ([`common::DevServer`]); killed on drop.
+struct Server(common::DevServer);
+
+impl std::ops::Deref for Server {
+    type Target = common::DevServer;
+    fn deref(&self) -> &common::DevServer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut common::DevServer {
+        &mut self.0
+    }
 }
 
 impl Server {
     /// `open_files`: the child's RLIMIT_NOFILE (soft and hard), set by the shell before exec.
     fn start(extra: &[&str], open_files: Option<u64>) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let ca = tmp.path().join("ca.pem");
-        let mut args: Vec<String> = [
-            "serve",
-            "--dev",
-            "--log-format",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push("--dev-ca-out".into());
-        args.push(ca.to_string_lossy().into_owned());
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let mut command = match open_files {
+        Self(common::DevServer::start(extra, |args| match open_files {
             Some(n) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
@@ -88,71 +74,11 @@ impl Server {
                 c.args(&args);
                 c
             }
-        };
-        let mut child = command
-            .env("RUST_LOG", "info,envlink::http::router=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("envlink starts");
-        let serving = common::wait_for_serving(&mut child);
-        let mut roots = RootCertStore::empty();
-        let pem = std::fs::read(&ca).expect("the CA was written");
-        roots
-            .add(CertificateDer::from_pem_slice(&pem).expect("CA PEM"))
-            .expect("add CA");
-        Self {
-            child,
-            addr: serving.listen,
-            metrics: serving.metrics,
-            roots: Arc::new(roots),
-            _tmp: tmp,
-        }
-    }
-
-    fn assert_running(&mut self) {
-        assert!(
-            matches!(self.child.try_wait(), Ok(None)),
-            "the server process exited"
-        );
-    }
-
-    /// A field of /proc/PID/status, in KiB.
-    fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| {
-                v.trim_start_matches(':')
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("{field} in {status}"))
+        }))
     }
 
     async fn tls(&self, alpn: &[u8]) -> TlsStream<TcpStream> {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(self.roots.clone())
-        .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        within(async {
-            let tcp = TcpStream::connect(self.addr).await.expect("connect");
-            TlsConnector::from(Arc::new(config))
-                .connect(ServerName::try_from("localhost").expect("name"), tcp)
-                .await
-                .expect("TLS handshake")
-        })
-        .await
+        within(self.0.tls(alpn)).await
     }
 
     /// An HTTP/2 connection: the request sender (the connection runs in its own task).
@@ -214,13 +140,6 @@ impl Server {
             parse_http1(&response)
         })
         .await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -426,7 +345,7 @@ async fn early_answers_arrive_intact_through_curl_http2() {
     let server = Server::start(&["--max-body-bytes", &H2_MAX.to_string()], None);
     let tmp = tempfile::tempdir().expect("tempdir");
     let ca = tmp.path().join("ca.pem");
-    std::fs::copy(server._tmp.path().join("ca.pem"), &ca).expect("CA");
+    std::fs::copy(server.ca_file(), &ca).expect("CA");
     let big = tmp.path().join("big.json");
     std::fs::write(&big, review_with(json!("x".repeat(H2_MAX - 64 * 1024)))).expect("write");
     let over = tmp.path().join("over.json");

@@ -71,6 +71,131 @@ pub fn serve(args: &[&std::ffi::OsStr]) -> (ChildGuard, Serving) {
     (guard, serving)
 }
 
+/// `envlink serve --dev` on ephemeral loopback ports, its CA written to a temporary directory
+/// and trusted by [`DevServer::tls`], JSON logs without a line per review; killed on drop.
+pub struct DevServer {
+    pub child: Child,
+    /// The HTTPS address.
+    pub addr: SocketAddr,
+    /// The plain-HTTP metrics address.
+    pub metrics: SocketAddr,
+    /// Trusts the `--dev` CA.
+    pub roots: std::sync::Arc<rustls::RootCertStore>,
+    /// Holds the CA file.
+    dir: tempfile::TempDir,
+}
+
+/// The `envlink` built for these tests, with `args`.
+pub fn envlink_command(args: Vec<String>) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_envlink"));
+    command.args(args);
+    command
+}
+
+impl DevServer {
+    /// Starts `envlink serve --dev` with `extra` flags after the defaults; `launch` turns the
+    /// argument list into the command to spawn ([`envlink_command`], or e.g. a shell that
+    /// sets a limit before it runs another build).
+    pub fn start(
+        extra: &[&str],
+        launch: impl FnOnce(Vec<String>) -> std::process::Command,
+    ) -> Self {
+        use rustls::pki_types::pem::PemObject;
+
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ca = tmp.path().join("ca.pem");
+        let mut args: Vec<String> = ["serve", "--dev", "--log-format", "json"]
+            .into_iter()
+            .chain(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .map(String::from)
+            .collect();
+        args.push("--dev-ca-out".into());
+        args.push(ca.to_string_lossy().into_owned());
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut child = launch(args)
+            // The "serving" line, without one line per review.
+            .env("RUST_LOG", "info,envlink::http::router=warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("envlink starts");
+        let serving = wait_for_serving(&mut child);
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&ca).expect("the CA was written");
+        roots
+            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("CA PEM"))
+            .expect("add CA");
+        Self {
+            child,
+            addr: serving.listen,
+            metrics: serving.metrics,
+            roots: std::sync::Arc::new(roots),
+            dir: tmp,
+        }
+    }
+
+    /// The `--dev` CA's certificate file (PEM).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn assert_running(&mut self) {
+        assert!(
+            matches!(self.child.try_wait(), Ok(None)),
+            "the server process exited"
+        );
+    }
+
+    /// A field of /proc/PID/status in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| {
+                v.trim_start_matches(':')
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{field} in {status}"))
+    }
+
+    /// A TLS connection offering `alpn`, trusting the `--dev` CA. Unbounded: callers put
+    /// their own deadline around it.
+    pub async fn tls(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(self.roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("TLS handshake")
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Kills the child if a test fails half-way, so no server outlives the test.
 pub struct ChildGuard(pub Option<Child>);
 
