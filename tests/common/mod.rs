@@ -56,19 +56,62 @@ pub fn wait_for_serving(child: &mut Child) -> Serving {
 /// Starts `envlink serve` with `args`, JSON logs on a piped stderr, and waits for it to
 /// serve. The guard kills it when the test ends.
 pub fn serve(args: &[&std::ffi::OsStr]) -> (ChildGuard, Serving) {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_envlink"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_envlink"));
+    command
         .arg("serve")
         .args(args)
-        .args(["--log-format", "json"])
-        .env("RUST_LOG", "info")
+        .args(["--log-format", "json"]);
+    let mut guard = ChildGuard(Some(spawn_with_piped_log(command, "info")));
+    let serving = wait_for_serving(guard.0.as_mut().expect("child"));
+    (guard, serving)
+}
+
+/// Spawns `command` with `RUST_LOG=rust_log`, no stdin or stdout, and stderr piped for
+/// [`wait_for_serving`].
+fn spawn_with_piped_log(mut command: std::process::Command, rust_log: &str) -> Child {
+    command
+        .env("RUST_LOG", rust_log)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("envlink starts");
-    let mut guard = ChildGuard(Some(child));
-    let serving = wait_for_serving(guard.0.as_mut().expect("child"));
-    (guard, serving)
+        .expect("envlink starts")
+}
+
+/// Trusts the one CA certificate in `ca_pem`.
+fn roots_of(ca_pem: &[u8]) -> std::sync::Arc<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem).expect("CA PEM"))
+        .expect("add CA");
+    std::sync::Arc::new(roots)
+}
+
+/// A TLS connection to `addr` as "localhost", trusting `roots`, offering `alpn` (none when
+/// empty). Unbounded: callers put their own deadline around it.
+async fn tls_connect(
+    addr: SocketAddr,
+    roots: std::sync::Arc<rustls::RootCertStore>,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
 }
 
 /// `envlink serve --dev` on ephemeral loopback ports, its CA written to a temporary directory
@@ -100,8 +143,6 @@ impl DevServer {
         extra: &[&str],
         launch: impl FnOnce(Vec<String>) -> std::process::Command,
     ) -> Self {
-        use rustls::pki_types::pem::PemObject;
-
         let tmp = tempfile::tempdir().expect("tempdir");
         let ca = tmp.path().join("ca.pem");
         let mut args: Vec<String> = ["serve", "--dev", "--log-format", "json"]
@@ -112,25 +153,15 @@ impl DevServer {
         args.push("--dev-ca-out".into());
         args.push(ca.to_string_lossy().into_owned());
         args.extend(extra.iter().map(|a| a.to_string()));
-        let mut child = launch(args)
-            // The "serving" line, without one line per review.
-            .env("RUST_LOG", "info,envlink::http::router=warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("envlink starts");
+        // The "serving" line, without one line per review.
+        let mut child = spawn_with_piped_log(launch(args), "info,envlink::http::router=warn");
         let serving = wait_for_serving(&mut child);
-        let mut roots = rustls::RootCertStore::empty();
         let pem = std::fs::read(&ca).expect("the CA was written");
-        roots
-            .add(rustls::pki_types::CertificateDer::from_pem_slice(&pem).expect("CA PEM"))
-            .expect("add CA");
         Self {
             child,
             addr: serving.listen,
             metrics: serving.metrics,
-            roots: std::sync::Arc::new(roots),
+            roots: roots_of(&pem),
             dir: tmp,
         }
     }
@@ -168,24 +199,7 @@ impl DevServer {
     /// A TLS connection offering `alpn`, trusting the `--dev` CA. Unbounded: callers put
     /// their own deadline around it.
     pub async fn tls(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(self.roots.clone())
-        .with_no_client_auth();
-        config.alpn_protocols = vec![alpn.to_vec()];
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-                tcp,
-            )
-            .await
-            .expect("TLS handshake")
+        tls_connect(self.addr, self.roots.clone(), &[alpn]).await
     }
 }
 
@@ -211,28 +225,9 @@ impl Drop for ChildGuard {
 /// POSTs `body` as JSON over HTTPS/1.1 (trusting `ca_pem`) and returns the whole response
 /// text (status line, headers, body); the connection is closed after it.
 pub async fn post_review(addr: SocketAddr, ca_pem: &[u8], path: &str, body: &[u8]) -> String {
-    use rustls::pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca_pem).expect("CA PEM"))
-        .expect("add CA");
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("handshake with the --dev CA");
+    let mut tls = tls_connect(addr, roots_of(ca_pem), &[]).await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
