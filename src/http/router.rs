@@ -43,8 +43,6 @@ use http_body_util::BodyExt;
 use kube::core::{ListMeta, Status};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
-use tracing::field::Empty;
 
 use crate::admission::{self, Decision, Operation, Verdict};
 use crate::http::AppState;
@@ -157,20 +155,17 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     // One deadline for the whole review, from its request head on: the body, the wait for
     // the budgets and the decision all come out of it.
     let deadline = tokio::time::Instant::now() + state.limits.request_timeout;
-    // The span carries what identifies the review for any line logged while answering it;
-    // the rest goes on the one `review answered` event. (Every `record` on a span makes the
-    // formatter re-render its fields: a handful per review was a tenth of the request path.)
-    let span = tracing::info_span!("review", endpoint = endpoint.as_str(), uid = Empty);
-    let (result, summary) = receive(state.clone(), endpoint, request, deadline)
-        .instrument(span.clone())
-        .await;
+    // No span per review: the lines below are the only ones logged while answering it (the
+    // decision logs nothing), so each carries `endpoint` (and the answered line `uid`)
+    // itself. A span cost a slab entry, its fields rendered at creation and again on
+    // `record("uid")`, and an enter/exit per poll: about 3 µs of a 45 µs review under load
+    // on the Intel machine (BENCHMARKS.md, issue 16).
+    let (result, summary) = receive(state.clone(), endpoint, request, deadline).await;
     let elapsed = started.elapsed();
     if let Err(error) = &result {
-        span.in_scope(|| {
-            // `error`, not `message`: JSON lines already have a `message` key.
-            tracing::info!(status = error.status.as_u16(), error = %error.message,
-                "review refused at the HTTP level");
-        });
+        // `error`, not `message`: JSON lines already have a `message` key.
+        tracing::info!(endpoint = endpoint.as_str(), status = error.status.as_u16(),
+            error = %error.message, "review refused at the HTTP level");
     }
     let answer = ReviewAnswer::new(result);
     let label = answer.label;
@@ -187,19 +182,18 @@ async fn review(state: AppState, endpoint: Endpoint, request: Request) -> Respon
     if let Some(variables) = summary.injected {
         state.metrics.observe_injected(variables);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            namespace = summary.namespace,
-            // Not `name`: JSON logs already use that key for the span's name.
-            object_name = summary.object_name,
-            operation = summary.operation,
-            kind = summary.kind,
-            decision = label,
-            patch_bytes = summary.patch_bytes,
-            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            "review answered"
-        );
-    });
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        uid = summary.uid,
+        namespace = summary.namespace,
+        object_name = summary.object_name,
+        operation = summary.operation,
+        kind = summary.kind,
+        decision = label,
+        patch_bytes = summary.patch_bytes,
+        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "review answered"
+    );
     response
 }
 
@@ -302,13 +296,12 @@ async fn decide(
         let result = answer(&state, endpoint, &body.bytes, &mut summary);
         return (result, summary);
     }
-    let span = tracing::Span::current();
     let task_state = state.clone();
     let task = tokio::task::spawn_blocking(move || {
         // Both held until the work is really over (see above).
         let _held = (slot, body.permit);
         let mut summary = Summary::default();
-        let result = span.in_scope(|| answer(&task_state, endpoint, &body.bytes, &mut summary));
+        let result = answer(&task_state, endpoint, &body.bytes, &mut summary);
         (result, summary)
     });
     match tokio::time::timeout_at(deadline, task).await {
@@ -319,6 +312,7 @@ async fn decide(
         ),
         Err(_) => {
             tracing::warn!(
+                endpoint = endpoint.as_str(),
                 timeout_ms =
                     u64::try_from(state.limits.request_timeout.as_millis()).unwrap_or(u64::MAX),
                 "a review was not decided within the request timeout; answered 503, the \
@@ -333,6 +327,8 @@ async fn decide(
 /// readable review), and what the handler records in the metrics beyond the label.
 #[derive(Debug, Default)]
 struct Summary {
+    /// The request's uid (at most `wire::UID_LIMIT` bytes: longer ones are refused unread).
+    uid: String,
     namespace: String,
     object_name: String,
     operation: &'static str,
@@ -346,6 +342,7 @@ impl Summary {
     /// Names in the log line are clipped: a hostile caller may send megabytes in them.
     fn describe(&mut self, request: &IncomingRequest<'_>) {
         let clip = |text: &str| text::clip(text, text::ECHO_LIMIT).into_owned();
+        self.uid = request.uid.clone().into_owned();
         self.namespace = clip(request.namespace.as_deref().unwrap_or(""));
         self.object_name = clip(&request.name);
         self.operation = operation_name(&request.operation);
@@ -578,7 +575,6 @@ fn answer(
     body: &[u8],
     summary: &mut Summary,
 ) -> Result<Reply, HttpError> {
-    let span = tracing::Span::current();
     let text = std::str::from_utf8(body).map_err(|e| {
         HttpError::new(
             StatusCode::BAD_REQUEST,
@@ -594,14 +590,13 @@ fn answer(
             uid: Some(uid),
             message,
         }) => {
-            span.record("uid", uid.as_str());
+            summary.uid = uid.clone();
             return encode(&OutgoingResponse::invalid(&uid, &message), "invalid");
         }
         Err(Rejection { uid: None, message }) => {
             return Err(HttpError::new(StatusCode::BAD_REQUEST, message));
         }
     };
-    span.record("uid", request.uid.as_ref());
     summary.describe(&request);
     let input = admission::Request {
         operation: request.operation.clone(),
