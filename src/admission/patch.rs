@@ -3,9 +3,12 @@
 //! A Pod in a namespace of 50 Services gets hundreds of variables in each container. Built as
 //! `serde_json::Value`s, that is five allocations per variable and a second pass to serialise
 //! them; instead the one encoder ([`PatchPlan::write_json`]) writes the env lists straight
-//! from the variables rendered for the review ([`Rendered`]), each name and value through
-//! serde_json's string escaping unless the text was found plain, so it is correct for any
-//! text whatever the catalog let in.
+//! from the variables rendered for the review ([`Rendered`]): when their text was found
+//! plain (nothing a JSON string escapes: the catalog refuses such bytes), runs of the
+//! rendering's own `{"name":…,"value":…}` objects are copied whole; otherwise each name and
+//! value goes through serde_json's string escaping, so it is correct for any text whatever
+//! the catalog let in. Escaping every string was ~8 % of an S1 review's CPU under load, and
+//! writing S2's 657 objects one piece at a time ~5 % (issue 16; BENCHMARKS.md).
 //! [`PatchPlan::to_patch`] reads that output back as a `json_patch::Patch` (for `envlink
 //! mutate`, tests and fuzzing).
 
@@ -49,6 +52,11 @@ impl InjectedVars {
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
         self.rendered.get(*self.entries.get(i)? as usize)
+    }
+
+    /// Where variable `i` is in the rendered variables.
+    fn rendered_index(&self, i: usize) -> Option<usize> {
+        self.entries.get(i).map(|&at| at as usize)
     }
 
     /// All variables as (name, value), in order.
@@ -163,21 +171,61 @@ impl PatchPlan {
     }
 
     /// The injected variables as `{"name":…,"value":…}` objects, separated by commas.
+    ///
+    /// When the text is plain, each run of variables that sit next to each other in the
+    /// rendering (nearly all: a run ends only where a name was taken by an earlier Service
+    /// or the container defines it) is one copy of the rendering's JSON objects; otherwise
+    /// each name and value goes through serde_json's escaper.
     fn write_injected(&self, out: &mut Vec<u8>, injected: &[u32]) -> serde_json::Result<()> {
+        if self.vars.is_json_plain() {
+            self.copy_injected(out, injected);
+            return Ok(());
+        }
         let mut first = true;
-        let plain = self.vars.is_json_plain();
         for (name, value) in injected.iter().filter_map(|&i| self.vars.get(i as usize)) {
             if !first {
                 out.push(b',');
             }
             first = false;
             out.extend_from_slice(br#"{"name":"#);
-            write_json_str(out, name, plain)?;
+            serde_json::to_writer(&mut *out, name)?;
             out.extend_from_slice(br#","value":"#);
-            write_json_str(out, value, plain)?;
+            serde_json::to_writer(&mut *out, value)?;
             out.push(b'}');
         }
         Ok(())
+    }
+
+    /// [`PatchPlan::write_injected`] for plain text: runs of the rendering copied whole.
+    fn copy_injected(&self, out: &mut Vec<u8>, injected: &[u32]) {
+        let rendered = &self.vars.rendered;
+        let mut first = true;
+        let mut write = |(from, to): (usize, usize)| {
+            if let Some(objects) = rendered.json_objects(from, to) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(objects.as_bytes());
+            }
+        };
+        let mut run: Option<(usize, usize)> = None;
+        for at in injected
+            .iter()
+            .filter_map(|&i| self.vars.rendered_index(i as usize))
+        {
+            run = match run {
+                Some((from, to)) if at == to + 1 => Some((from, at)),
+                Some(done) => {
+                    write(done);
+                    Some((at, at))
+                }
+                None => Some((at, at)),
+            };
+        }
+        if let Some(done) = run {
+            write(done);
+        }
     }
 
     /// The patch as JSON bytes (see [`PatchPlan::write_json`]).
@@ -192,22 +240,6 @@ impl PatchPlan {
     pub fn to_patch(&self) -> serde_json::Result<Patch> {
         serde_json::from_slice(&self.to_json()?)
     }
-}
-
-/// Writes `text` as a JSON string: copied as is when its Service's text was found plain at
-/// ingest (nothing to escape: the catalog refuses such bytes), else through serde_json's
-/// escaper — so no pass over the bytes on the request path at all. serde_json's escaper for
-/// every string was ~8 % of an S1 review's CPU under load and the top entry of S2's profile
-/// (issue 16; BENCHMARKS.md).
-fn write_json_str(out: &mut Vec<u8>, text: &str, plain: bool) -> serde_json::Result<()> {
-    if !plain {
-        return serde_json::to_writer(&mut *out, text);
-    }
-    out.reserve(text.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
-    Ok(())
 }
 
 #[cfg(test)]
@@ -263,25 +295,23 @@ mod tests {
         assert_eq!(values[5], &json!([{"name": "ONLY", "value": "y"}]));
     }
 
-    /// The plain flag holds exactly when copying writes what serde_json's escaper writes.
+    /// The plain flag holds exactly when the rendering's own JSON object for a variable is
+    /// what serde_json writes for it.
     #[test]
-    fn json_strings_match_serde_json() {
+    fn json_objects_match_serde_json() {
         for text in [
             "",
             "SVC_00001_SERVICE_HOST",
             "tcp://10.0.0.1:80",
             "quote \" and \\ backslash",
             "tab\tnew\nline\u{1}\u{1f}",
-            "del \u{7f} é ☃ 𝄞",
+            "del \u{7f} é ☃ 𝄞 \u{2028}",
+            "nul \u{0} inside",
         ] {
             let rendered = Rendered::from_pairs([("N", text)]);
-            let mut out = Vec::new();
-            write_json_str(&mut out, text, rendered.is_json_plain()).expect("writes");
-            assert_eq!(
-                out,
-                serde_json::to_vec(text).expect("serialises"),
-                "{text:?}"
-            );
+            let copied = rendered.json_objects(0, 0).expect("one variable");
+            let escaped = json!({"name": "N", "value": text}).to_string();
+            assert_eq!(rendered.is_json_plain(), copied == escaped, "{text:?}");
         }
     }
 
@@ -390,13 +420,12 @@ mod tests {
         assert_eq!(PatchPlan::default().to_json().expect("empty"), b"[]");
     }
 
-    /// Any text but NUL (the catalog buffer's separator).
+    /// Any text, often with what a JSON string escapes.
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             any::<String>(),
-            "[\"\\\\\u{1}-\u{1f}\u{7f}\u{2028}é€😀a-z_ ]{0,16}",
+            "[\"\\\\\u{0}-\u{1f}\u{7f}\u{2028}é€😀a-z_ ]{0,16}",
         ]
-        .prop_map(|s| s.replace('\0', "\u{1}"))
     }
 
     proptest! {
@@ -419,13 +448,73 @@ mod tests {
         ) {
             let rendered =
                 Rendered::from_pairs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-            for (name, value) in rendered.iter() {
-                for text in [name, value] {
-                    let mut fast = Vec::new();
-                    write_json_str(&mut fast, text, rendered.is_json_plain()).expect("writes");
-                    prop_assert_eq!(fast, serde_json::to_vec(text).expect("serialises"));
-                }
+            if rendered.is_json_plain() {
+                let copied = rendered.json_objects(0, rendered.len() - 1).expect("all");
+                let escaped = vars
+                    .iter()
+                    .map(|(n, v)| json!({"name": n, "value": v}).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                prop_assert_eq!(copied, escaped);
+            } else {
+                let escaped = |t: &String| serde_json::to_string(t).ok() != Some(format!("\"{t}\""));
+                let some_escaped = vars.iter().any(|(n, v)| escaped(n) || escaped(v));
+                prop_assert!(some_escaped, "plain text found not plain");
             }
         }
+
+        /// Whatever variables were deduplicated away and whatever a container does not get,
+        /// the env list holds exactly the injected variables, in order, plain or not.
+        #[test]
+        fn any_subset_of_the_variables_encodes_exactly(
+            vars in proptest::collection::vec((text(), text()), 0..12),
+            plain_only in any::<bool>(),
+            kept_mask in any::<u16>(),
+            injected_mask in any::<u16>(),
+        ) {
+            let vars: Vec<(String, String)> = if plain_only {
+                vars.into_iter()
+                    .map(|(n, v)| (plain_text(&n), plain_text(&v)))
+                    .collect()
+            } else {
+                vars
+            };
+            let rendered =
+                Rendered::from_pairs(vars.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            prop_assert!(!plain_only || rendered.is_json_plain());
+            // The distinct variables (what deduplication kept), then a container's share.
+            let entries: Vec<u32> = (0..vars.len() as u32)
+                .filter(|i| kept_mask & (1 << i) != 0)
+                .collect();
+            let injected: Vec<u32> = (0..entries.len() as u32)
+                .filter(|i| injected_mask & (1 << i) != 0)
+                .collect();
+            let want: Vec<Value> = injected
+                .iter()
+                .map(|&i| {
+                    let (n, v) = &vars[entries[i as usize] as usize];
+                    json!({"name": n, "value": v})
+                })
+                .collect();
+            let plan = PatchPlan {
+                vars: InjectedVars::of(rendered, entries),
+                ops: vec![PlannedOp::Env {
+                    path: PointerBuf::from_tokens(["spec", "containers", "0", "env"]),
+                    replace: false,
+                    injected,
+                    kept: String::new(),
+                }],
+            };
+            let written: Value =
+                serde_json::from_slice(&plan.to_json().expect("writes")).expect("valid JSON");
+            prop_assert_eq!(&written[0]["value"], &Value::Array(want));
+        }
+    }
+
+    /// `text` without anything a JSON string escapes.
+    fn plain_text(text: &str) -> String {
+        text.chars()
+            .filter(|&c| c != '"' && c != '\\' && !c.is_control())
+            .collect()
     }
 }

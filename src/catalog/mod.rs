@@ -34,9 +34,8 @@ use imbl::OrdSet;
 use crate::reserved::{CompiledRules, NameFilter};
 use crate::servicelinks::{self, PortParts, PortRecipe, Recipe, ServiceLink, VariableSink};
 
-/// Separates the fields inside [`LinkedService`]'s buffer and the names and values inside
-/// [`Rendered`]'s; [`ServiceLink`]s that contain it are refused at ingest, so it can never be
-/// part of a field, a name or a value.
+/// Separates the fields inside [`LinkedService`]'s buffer; [`ServiceLink`]s that contain it
+/// are refused at ingest, so it can never be part of a field.
 const SEP: char = '\0';
 
 /// One Service as the catalog keeps it: its name and the [`Recipe`] of its variables (every
@@ -63,13 +62,12 @@ pub struct LinkedService {
     json_plain: bool,
 }
 
-/// Whether `text` holds no byte a JSON string must escape (the separator, NUL, is one: the
-/// check is over whole `NAME\0VALUE\0` runs, so it is made on each name and value by
-/// skipping NULs).
-fn json_plain(text: &str) -> bool {
-    !text
-        .bytes()
-        .any(|b| (b < 0x20 && b != SEP as u8) || b == b'"' || b == b'\\')
+/// Whether no name or value of `rendered` holds a byte a JSON string must escape.
+fn rendered_plain(rendered: &Rendered) -> bool {
+    let plain = |text: &str| !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+    rendered
+        .iter()
+        .all(|(name, value)| plain(name) && plain(value))
 }
 
 /// Why a Service cannot enter the catalog.
@@ -153,7 +151,7 @@ impl LinkedService {
         // One rendering, to know what every review's rendering will hold.
         let rendered = service.variables();
         service.count = u32::try_from(rendered.len()).unwrap_or(u32::MAX);
-        service.json_plain = json_plain(&rendered.text);
+        service.json_plain = rendered_plain(&rendered);
         service.may_have_reserved =
             reserved.is_none_or(|filter| rendered.iter().any(|(n, _)| filter.may_be_reserved(n)));
         Ok(service)
@@ -270,16 +268,42 @@ fn split_field(text: &str) -> Option<(&str, &str)> {
     Some((text.get(..at)?, text.get(at + 1..)?))
 }
 
+/// What [`Rendered`]'s text holds before a variable's name, between its name and its value,
+/// and after its value: each variable is kept as the JSON object a patch lists for it,
+/// followed by a comma, so a patch copies a run of variables as one slice.
+const OPEN: &str = r#"{"name":""#;
+const MID: &str = r#"","value":""#;
+const CLOSE: &str = r#""}"#;
+const COMMA: &str = ",";
+
 /// Where one rendered variable sits in [`Rendered`]'s text.
 #[derive(Debug, Clone, Copy)]
 struct Span {
+    /// Where its JSON object (`OPEN`) starts.
     at: u32,
     name_len: u32,
     value_len: u32,
 }
 
-/// Variables rendered from catalog Services for one review: `NAME\0VALUE\0...` in one
-/// buffer, with where each variable is, so reading one back is two slices.
+impl Span {
+    fn name_at(self) -> usize {
+        self.at as usize + OPEN.len()
+    }
+
+    fn value_at(self) -> usize {
+        self.name_at() + self.name_len as usize + MID.len()
+    }
+
+    /// Where its JSON object ends (before the comma).
+    fn end(self) -> usize {
+        self.value_at() + self.value_len as usize + CLOSE.len()
+    }
+}
+
+/// Variables rendered from catalog Services for one review, in one buffer:
+/// `{"name":"NAME","value":"VALUE"},` each (the text unescaped), with where each variable
+/// is, so reading one back is two slices and writing a run of them into a patch is one copy
+/// ([`Rendered::json_objects`]).
 #[derive(Debug, Clone)]
 pub struct Rendered {
     text: String,
@@ -289,6 +313,8 @@ pub struct Rendered {
     /// Where the variable being rendered starts, and its name's length once known.
     start: usize,
     name_len: usize,
+    /// The variable being rendered has been opened (its `OPEN` written).
+    open: bool,
 }
 
 impl Default for Rendered {
@@ -297,19 +323,34 @@ impl Default for Rendered {
     }
 }
 
+impl Rendered {
+    /// Opens the next variable, unless it is open already.
+    fn begin(&mut self) {
+        if !self.open {
+            self.start = self.text.len();
+            self.text.push_str(OPEN);
+            self.open = true;
+        }
+    }
+}
+
 impl VariableSink for Rendered {
     fn push(&mut self, piece: &str) {
+        self.begin();
         self.text.push_str(piece);
     }
 
     fn end_name(&mut self) {
-        self.name_len = self.text.len() - self.start;
-        self.text.push(SEP);
+        self.begin();
+        self.name_len = self.text.len() - self.start - OPEN.len();
+        self.text.push_str(MID);
     }
 
     fn end_value(&mut self) {
-        let value_len = self.text.len() - self.start - self.name_len - 1;
-        self.text.push(SEP);
+        let value_len = self.text.len() - self.start - OPEN.len() - self.name_len - MID.len();
+        self.text.push_str(CLOSE);
+        self.text.push_str(COMMA);
+        self.open = false;
         let fits = |n: usize| u32::try_from(n).ok();
         // Over 4 GiB of variables cannot be rendered (`services.maxVariables` and the
         // catalog's limits are far below); such a variable would be dropped, not wrapped.
@@ -322,7 +363,6 @@ impl VariableSink for Rendered {
                 value_len,
             });
         }
-        self.start = self.text.len();
     }
 }
 
@@ -335,6 +375,7 @@ impl Rendered {
             plain: true,
             start: 0,
             name_len: 0,
+            open: false,
         }
     }
 
@@ -343,8 +384,9 @@ impl Rendered {
         let (mut bytes, mut count) = (0, 0);
         for service in services {
             // A variable is at most a few times its recipe's longest field; 48 bytes each
-            // covers the common shapes (13 variables, ~470 bytes for two ports).
-            bytes += service.variable_count() * 48;
+            // covers the common shapes (13 variables, ~470 bytes for two ports), plus the
+            // JSON around each.
+            bytes += service.variable_count() * (48 + OPEN.len() + MID.len() + CLOSE.len() + 1);
             count += service.variable_count();
         }
         let mut rendered = Self::new();
@@ -375,14 +417,22 @@ impl Rendered {
 
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        let span = self.spans.get(i)?;
-        let (at, name_len) = (span.at as usize, span.name_len as usize);
-        let name = self.text.get(at..at + name_len)?;
-        let value_at = at + name_len + 1;
+        let span = *self.spans.get(i)?;
+        let name_at = span.name_at();
+        let name = self.text.get(name_at..name_at + span.name_len as usize)?;
+        let value_at = span.value_at();
         let value = self
             .text
             .get(value_at..value_at + span.value_len as usize)?;
         Some((name, value))
+    }
+
+    /// Variables `first..=last` as the JSON objects a patch's `env` lists,
+    /// `{"name":"…","value":"…"}`, separated by commas: one slice of the text. Their text is
+    /// not escaped, so this is JSON only when [`Rendered::is_json_plain`].
+    pub fn json_objects(&self, first: usize, last: usize) -> Option<&str> {
+        let (from, to) = (self.spans.get(first)?, self.spans.get(last)?);
+        self.text.get(from.at as usize..to.end())
     }
 
     /// The name of variable `i` (empty when out of range).
@@ -401,8 +451,7 @@ impl Rendered {
         self.plain
     }
 
-    /// Exactly these variables, whatever their text (tests of the patch encoder); none may
-    /// contain NUL.
+    /// Exactly these variables, whatever their text (tests of the patch encoder).
     pub fn from_pairs<'p>(pairs: impl IntoIterator<Item = (&'p str, &'p str)>) -> Self {
         let mut rendered = Self::new();
         for (name, value) in pairs {
@@ -411,7 +460,7 @@ impl Rendered {
             rendered.push(value);
             rendered.end_value();
         }
-        rendered.plain = json_plain(&rendered.text);
+        rendered.plain = rendered_plain(&rendered);
         rendered
     }
 }
