@@ -51,7 +51,7 @@ impl InjectedVars {
 
     /// Variable `i` as (name, value).
     pub fn get(&self, i: usize) -> Option<(&str, &str)> {
-        self.rendered.get(*self.entries.get(i)? as usize)
+        self.rendered.get(self.rendered_index(i)?)
     }
 
     /// Where variable `i` is in the rendered variables.

@@ -590,8 +590,11 @@ fn answer(
             uid: Some(uid),
             message,
         }) => {
-            summary.uid = uid.clone();
-            return encode(&OutgoingResponse::invalid(&uid, &message), "invalid");
+            summary.uid = uid;
+            return encode(
+                &OutgoingResponse::invalid(&summary.uid, &message),
+                "invalid",
+            );
         }
         Err(Rejection { uid: None, message }) => {
             return Err(HttpError::new(StatusCode::BAD_REQUEST, message));
