@@ -232,6 +232,14 @@ async fn pod_create_gets_the_kubelet_variables() {
         metrics.contains("envlink_injected_variables_count 1"),
         "{metrics}"
     );
+    // The Services this review injected keep their rendered variables for the next review
+    // (the harness's catalog is alive, so the bytes are still held).
+    let kept: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("envlink_render_cache_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("render cache gauge");
+    assert!(kept > 0 && kept <= 4 << 20, "{kept}");
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! watch event: a Service's variable recipe (every case mapping and number formatted), how
 //! many variables it gives and whether any of them may be reserved are computed when it
 //! arrives and stored in one small allocation; a review renders the variables of the
-//! Services it injects ([`Rendered`]). A namespace is a persistent sorted map
+//! Services it injects ([`Rendered`]), and the first rendering of a Service is kept with it
+//! for later reviews within a process-wide budget ([`render_cache`]). A namespace is a persistent sorted map
 //! (`imbl::OrdSet` by name) behind an `Arc`, and the map of namespaces is a persistent map behind an
 //! `ArcSwap`: a review takes one [`Snapshot`] (an atomic load, no lock), reads it without any
 //! lock, and never waits on an update; the one writer (serialised by a mutex) publishes a new
@@ -18,6 +19,7 @@ pub mod configmaps;
 pub mod driver;
 pub mod file;
 pub mod keyed;
+pub mod render_cache;
 pub mod service_fields;
 pub mod status;
 pub mod watch;
@@ -33,6 +35,7 @@ use imbl::OrdSet;
 
 use crate::reserved::{CompiledRules, NameFilter};
 use crate::servicelinks::{self, PortParts, PortRecipe, Recipe, ServiceLink, VariableSink};
+use render_cache::RenderCache;
 
 /// Separates the fields inside [`LinkedService`]'s buffer; [`ServiceLink`]s that contain it
 /// are refused at ingest, so it can never be part of a field.
@@ -60,6 +63,9 @@ pub struct LinkedService {
     /// No byte of the rendered variables needs escaping in a JSON string (see
     /// [`LinkedService::is_json_plain`]); computed from a rendering at ingest.
     json_plain: bool,
+    /// Its variables as a review first rendered them, when the process budget had room
+    /// ([`render_cache`]); not part of what the Service is (equality, clones).
+    rendered: RenderCache,
 }
 
 /// Whether no name or value of `rendered` holds a byte a JSON string must escape.
@@ -147,6 +153,7 @@ impl LinkedService {
             has_cluster_ip: link.has_cluster_ip(),
             may_have_reserved: true,
             json_plain: true,
+            rendered: RenderCache::default(),
         };
         // One rendering, to know what every review's rendering will hold.
         let rendered = service.variables();
@@ -209,10 +216,11 @@ impl LinkedService {
         self.count as usize
     }
 
-    /// Its variables, rendered (in the kubelet's order: [`Rendered::iter`]).
+    /// Its variables, rendered (in the kubelet's order: [`Rendered::iter`]). Not kept with
+    /// the Service: this is for ingest, the audit and tests, not the review path.
     pub fn variables(&self) -> Rendered {
         let mut rendered = Rendered::new();
-        rendered.add(self);
+        rendered.add_with(self, None);
         rendered
     }
 
@@ -277,7 +285,7 @@ const CLOSE: &str = r#""}"#;
 const COMMA: &str = ",";
 
 /// Where one rendered variable sits in [`Rendered`]'s text.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     /// Where its JSON object (`OPEN`) starts.
     at: u32,
@@ -395,14 +403,55 @@ impl Rendered {
         rendered
     }
 
-    /// Renders a Service's variables after those already here; returns their indices.
+    /// Renders a Service's variables after those already here; returns their indices. The
+    /// first rendering of a Service is kept with it while the process budget has room
+    /// ([`render_cache`]), and later ones copy it.
     pub fn add(&mut self, service: &LinkedService) -> Range<usize> {
+        self.add_with(service, Some(&render_cache::PROCESS_BUDGET))
+    }
+
+    /// [`Rendered::add`], keeping the rendering within `budget` (`None`: not kept).
+    fn add_with(
+        &mut self,
+        service: &LinkedService,
+        budget: Option<&'static render_cache::Budget>,
+    ) -> Range<usize> {
         let first = self.spans.len();
-        if service.has_cluster_ip {
-            self.plain &= service.json_plain;
-            service.render_into(self);
+        if !service.has_cluster_ip {
+            return first..first;
+        }
+        self.plain &= service.json_plain;
+        if service
+            .rendered
+            .get()
+            .is_some_and(|block| self.append(block))
+        {
+            return first..self.spans.len();
+        }
+        let origin = self.text.len();
+        service.render_into(self);
+        if let (Some(budget), Some(text), Some(spans)) =
+            (budget, self.text.get(origin..), self.spans.get(first..))
+        {
+            service.rendered.offer(text, spans, origin, budget);
         }
         first..self.spans.len()
+    }
+
+    /// Appends a kept rendering; `false` (nothing appended) when its offsets would not fit
+    /// the text's 32-bit positions.
+    fn append(&mut self, block: &render_cache::Block) -> bool {
+        let Some(origin) = u32::try_from(self.text.len()).ok().filter(|origin| {
+            u32::try_from(block.text.len()).is_ok_and(|n| origin.checked_add(n).is_some())
+        }) else {
+            return false;
+        };
+        self.text.push_str(&block.text);
+        self.spans.extend(block.spans.iter().map(|span| Span {
+            at: span.at + origin,
+            ..*span
+        }));
+        true
     }
 
     /// How many variables.
@@ -1037,6 +1086,83 @@ mod tests {
         assert_eq!(owned_pairs(&rendered), want);
     }
 
+    /// A budget of its own per test (tests share the process budget).
+    fn budget(limit: usize) -> &'static render_cache::Budget {
+        Box::leak(Box::new(render_cache::Budget::new(limit)))
+    }
+
+    /// The whole text and spans of a rendering, for comparing two of them exactly.
+    fn exact(rendered: &Rendered) -> (String, Vec<Span>, bool) {
+        (
+            rendered.text.clone(),
+            rendered.spans.clone(),
+            rendered.plain,
+        )
+    }
+
+    /// A Service's kept rendering is copied by later reviews, at whatever place it lands in
+    /// their text, and gives exactly the text and positions a fresh rendering gives.
+    #[test]
+    fn a_kept_rendering_is_copied_exactly() {
+        let web = LinkedService::new(&link("a", "web", "10.0.0.1", 80), None).expect("valid");
+        let db = LinkedService::new(&link("a", "db", "fd00::2", 5432), None).expect("valid");
+        let budget = budget(render_cache::LIMIT);
+        let mut fresh = Rendered::new();
+        fresh.add_with(&web, None);
+        fresh.add_with(&db, None);
+        assert!(web.rendered.get().is_none(), "not kept without a budget");
+        // Kept in one order, read back in another.
+        let mut first = Rendered::new();
+        first.add_with(&db, Some(budget));
+        first.add_with(&web, Some(budget));
+        assert!(web.rendered.get().is_some() && db.rendered.get().is_some());
+        let held = budget.held();
+        assert!(held > 0);
+        let mut copied = Rendered::new();
+        assert_eq!(copied.add_with(&web, Some(budget)), 0..web.variable_count());
+        let second = copied.add_with(&db, Some(budget));
+        assert_eq!(
+            second,
+            web.variable_count()..web.variable_count() + db.variable_count()
+        );
+        assert_eq!(exact(&copied), exact(&fresh));
+        assert_eq!(budget.held(), held, "kept once");
+        assert_eq!(
+            copied.json_objects(0, copied.len() - 1),
+            fresh.json_objects(0, fresh.len() - 1)
+        );
+    }
+
+    /// The budget bounds what is kept; dropping a Service gives its bytes back; a copy of a
+    /// Service starts without a kept rendering, and equality ignores it.
+    #[test]
+    fn kept_renderings_stay_within_their_budget() {
+        let small = budget(200);
+        let web = LinkedService::new(&link("a", "web", "10.0.0.1", 80), None).expect("valid");
+        let mut rendered = Rendered::new();
+        rendered.add_with(&web, Some(small));
+        assert!(web.rendered.get().is_none(), "~500 bytes do not fit 200");
+        assert_eq!(small.held(), 0);
+        assert_eq!(owned_pairs(&rendered), owned_pairs(&web.variables()));
+
+        let roomy = budget(64 * 1024);
+        let kept = LinkedService::new(&link("a", "db", "10.0.0.2", 5432), None).expect("valid");
+        Rendered::new().add_with(&kept, Some(roomy));
+        let held = roomy.held();
+        assert!(held > 0 && held <= 64 * 1024);
+        let copy = kept.clone();
+        assert!(copy.rendered.get().is_none());
+        assert_eq!(copy, kept);
+        assert_eq!(roomy.held(), held);
+        drop(kept);
+        assert_eq!(roomy.held(), 0);
+
+        // Headless Services render nothing and keep nothing.
+        let headless = LinkedService::new(&link("a", "h", "None", 80), None).expect("valid");
+        assert_eq!(Rendered::new().add_with(&headless, Some(roomy)), 0..0);
+        assert_eq!(roomy.held(), 0);
+    }
+
     /// A recipe field ends at the first separator; without one there is no field.
     #[test]
     fn split_field_splits_at_the_first_separator() {
@@ -1104,6 +1230,18 @@ mod tests {
             proptest::prop_assert_eq!(owned_pairs(&s.variables()), want);
             proptest::prop_assert_eq!(s.name(), l.name.as_str());
             proptest::prop_assert!(s.is_json_plain());
+            // Kept, then copied after another Service's variables: the same bytes and
+            // positions as rendering it there.
+            let other = LinkedService::new(&link("ns", "other", "10.0.0.9", 81), None).expect("valid");
+            let mut fresh = Rendered::new();
+            fresh.add_with(&other, None);
+            fresh.add_with(&s, None);
+            let roomy = budget(1 << 20);
+            Rendered::new().add_with(&s, Some(roomy));
+            let mut copied = Rendered::new();
+            copied.add_with(&other, None);
+            copied.add_with(&s, Some(roomy));
+            proptest::prop_assert_eq!(exact(&copied), exact(&fresh));
         }
     }
 }

@@ -21,8 +21,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::catalog::Catalog;
 use crate::catalog::watch::WatchStatus;
+use crate::catalog::{Catalog, render_cache};
 use crate::http::health;
 use crate::http::router::Endpoint;
 use crate::http::tls::ReloadStats;
@@ -178,6 +178,11 @@ impl Collector for StateCollector {
                 "envlink_catalog_ready",
                 "1 once the first full list of Services is done",
                 usize::from(self.catalog.is_ready()),
+            ),
+            (
+                "envlink_render_cache_bytes",
+                "Bytes of Services' rendered variables kept for later reviews (at most 4 MiB)",
+                render_cache::held_bytes(),
             ),
         ];
         for (name, help, value) in gauges {
@@ -353,6 +358,7 @@ mod tests {
             "envlink_watch_connected 1",
             "envlink_catalog_staleness_seconds 0.0",
             "# TYPE envlink_tls_certificate_expiry_timestamp_seconds gauge",
+            "# TYPE envlink_render_cache_bytes gauge",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
