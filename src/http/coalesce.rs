@@ -38,6 +38,8 @@ struct Shared<T> {
     flush_wanted: bool,
     /// Writing out failed: every later call of the connection fails with this.
     failed: Option<io::ErrorKind>,
+    /// Writes and flushes go straight to `io` ([`direct`]).
+    direct: bool,
 }
 
 impl<T> Shared<T> {
@@ -83,11 +85,23 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
 /// Wraps `io`: the connection gets the [`CoalescingIo`], the caller wraps the connection's
 /// future with [`Coalesced::new`] and the returned [`WriteOut`].
 pub fn coalescing<T>(io: T) -> (CoalescingIo<T>, WriteOut<T>) {
+    wrap(io, false)
+}
+
+/// The same two halves, but writes and flushes go straight to `io`: for HTTP/1.1, where
+/// hyper already writes an answer's head and body with one vectored write and one flush,
+/// so copying them into the buffer first would only cost a copy of every answer.
+pub fn direct<T>(io: T) -> (CoalescingIo<T>, WriteOut<T>) {
+    wrap(io, true)
+}
+
+fn wrap<T>(io: T, direct: bool) -> (CoalescingIo<T>, WriteOut<T>) {
     let shared = Arc::new(Mutex::new(Shared {
         io,
         pending: Vec::new(),
         flush_wanted: false,
         failed: None,
+        direct,
     }));
     (CoalescingIo(shared.clone()), WriteOut(shared))
 }
@@ -129,9 +143,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut shared = lock(&self.0);
         shared.check()?;
+        if shared.direct {
+            return Pin::new(&mut shared.io).poll_write_vectored(cx, bufs);
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
         if shared.pending.len() + total > HIGH_WATER {
             ready!(shared.poll_write_out(cx))?;
             if total > HIGH_WATER {
@@ -149,10 +166,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Done by `Coalesced` once the connection's poll returns.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut shared = lock(&self.0);
         shared.check()?;
+        if shared.direct {
+            return Pin::new(&mut shared.io).poll_flush(cx);
+        }
+        // Done by `Coalesced` once the connection's poll returns.
         shared.flush_wanted = true;
         Poll::Ready(Ok(()))
     }
@@ -310,6 +330,28 @@ mod tests {
         Coalesced::new(connection, out).await.expect("written");
         assert_eq!(transport.writes(), [b"HEADERS+DATA 1;DATA 2".to_vec()]);
         assert_eq!(transport.flushes.load(Ordering::Relaxed), 1);
+    }
+
+    /// The direct halves (HTTP/1.1) hand every write and flush to the transport as it comes:
+    /// nothing is copied or held.
+    #[tokio::test]
+    async fn direct_writes_go_straight_through() {
+        let transport = Recorder::default();
+        let (mut io, out) = direct(transport.clone());
+        let shared = out.0.clone();
+        let probe = transport.clone();
+        let connection = async move {
+            io.write_all(b"head+body").await?;
+            assert_eq!(probe.writes(), [b"head+body".to_vec()], "written at once");
+            io.flush().await?;
+            assert_eq!(probe.flushes.load(Ordering::Relaxed), 1, "flushed at once");
+            io.write_all(b"next").await?;
+            io.flush().await
+        };
+        Coalesced::new(connection, out).await.expect("written");
+        assert_eq!(transport.writes(), [b"head+body".to_vec(), b"next".to_vec()]);
+        assert_eq!(transport.flushes.load(Ordering::Relaxed), 2);
+        assert_eq!(lock(&shared).pending.capacity(), 0);
     }
 
     /// A transport that takes a few bytes per call still gets everything, in order.

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::coalesce::{Coalesced, coalescing};
+use super::coalesce::{Coalesced, coalescing, direct};
 use super::workers::Workers;
 
 /// Connection-level limits of one listener.
@@ -346,10 +346,16 @@ impl Connection {
         let served = async {
             match &self.transport {
                 Transport::Tls(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => self.serve(stream, entry).await,
+                    Ok(stream) => {
+                        // HTTP/1.1 agreed by ALPN: hyper already writes each answer in one
+                        // go. Anything else (h2, or no ALPN, where hyper may still see an
+                        // HTTP/2 preface) coalesces.
+                        let http1 = stream.get_ref().1.alpn_protocol() == Some(b"http/1.1");
+                        self.serve(stream, entry, !http1).await
+                    }
                     Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 },
-                Transport::Plain => self.serve(tcp, entry).await,
+                Transport::Plain => self.serve(tcp, entry, true).await,
             }
         };
         tokio::select! {
@@ -358,7 +364,7 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(&self, io: I, entry: Arc<Entry>)
+    async fn serve<I>(&self, io: I, entry: Arc<Entry>, coalesce: bool)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -377,7 +383,7 @@ impl Connection {
             }
         });
         // The connection's writes of one poll go out in one write after it (see `coalesce`).
-        let (io, write_out) = coalescing(io);
+        let (io, write_out) = if coalesce { coalescing(io) } else { direct(io) };
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)
