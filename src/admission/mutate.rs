@@ -24,7 +24,7 @@ use super::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SERVICES, Decision, MAX_INJECTED_ENTRIES,
     Operation, Request, Verdict, denial_text, review_namespace, unsupported_kind,
 };
-use crate::catalog::{Rendered, Snapshot};
+use crate::catalog::{LinkedService, Rendered, Snapshot};
 use crate::config::{InjectionMode, OnMissing, Policy};
 use crate::podshape::ContainerKind;
 use crate::reserved::{Action, ConfigMapKeys, Finding, MessageContext, Origin};
@@ -337,20 +337,28 @@ struct Variables<'r> {
     /// order wins a name).
     entries: Vec<u32>,
     /// Variable name → its index in `entries`.
-    index_of: HashMap<&'r str, usize>,
+    index_of: NameIndex<'r>,
     /// The indices (into `entries`) of the variables some rule could reserve (asked once per
     /// Pod, and skipped for the Services whose variables the catalog found no rule can
     /// reserve: nearly all).
     maybe_reserved: Vec<usize>,
 }
 
-/// The chosen Services' variables rendered for this review, and which Services' ranges
-/// must be asked about reserved names.
-fn render_chosen(
-    selection: &Selection,
+/// Where one chosen Service's variables are in the review's [`Rendered`].
+struct Run<'s> {
+    /// Their indices.
+    range: Range<usize>,
+    /// Whether they must be asked about reserved names.
+    check: bool,
+    service: &'s LinkedService,
+}
+
+/// The chosen Services' variables rendered for this review, and where each Service's are.
+fn render_chosen<'s>(
+    selection: &'s Selection,
     catalog: &Snapshot,
     policy: &Policy,
-) -> (Rendered, Vec<(Range<usize>, bool)>) {
+) -> (Rendered, Vec<Run<'s>>) {
     let mut rendered =
         Rendered::with_capacity_for(selection.chosen.iter().map(|c| c.service.as_ref()));
     // The catalog judged each Service when it arrived; with other rules (a catalog built
@@ -359,38 +367,145 @@ fn render_chosen(
     let runs = selection
         .chosen
         .iter()
-        .map(|chosen| {
-            let check = !judged || chosen.service.may_have_reserved();
-            (rendered.add(&chosen.service), check)
+        .map(|chosen| Run {
+            range: rendered.add(&chosen.service),
+            check: !judged || chosen.service.may_have_reserved(),
+            service: &chosen.service,
         })
         .collect();
     (rendered, runs)
 }
 
+/// How a variable's name is found among the distinct variables.
+enum NameIndex<'r> {
+    /// No two chosen Services can give the same name (see [`Variables::of`]): every
+    /// rendered variable is distinct, and a name is looked up by its Service's prefix. The
+    /// prefixes (without `_`) sorted as `prefix_`, each with its Service's indices.
+    Prefixes(Vec<(&'r str, Range<usize>)>),
+    /// Name → index in `entries`, built by inserting every variable.
+    Hashed(HashMap<&'r str, usize>),
+}
+
+/// Services with more variables than this are deduplicated through the hash map: a name
+/// found by its prefix is then looked for among at most this many of its Service's names.
+const PREFIX_RUN_MAX: usize = 64;
+
+/// `prefix` followed by `_`, compared with `text`.
+fn cmp_prefix_key(prefix: &str, text: &str) -> std::cmp::Ordering {
+    prefix
+        .bytes()
+        .chain(std::iter::once(b'_'))
+        .cmp(text.bytes())
+}
+
 impl<'r> Variables<'r> {
-    fn of(rendered: &'r Rendered, runs: &[(Range<usize>, bool)], policy: &Policy) -> Self {
-        let mut out = Self {
-            rendered,
-            entries: Vec::with_capacity(rendered.len()),
-            index_of: HashMap::with_capacity(rendered.len()),
-            maybe_reserved: Vec::new(),
+    /// The chosen Services' variables, the first Service in order winning a name.
+    ///
+    /// Every name of a Service is its env prefix, `_` and more (checked at ingest:
+    /// [`LinkedService::names_under_prefix`]), so two Services' names can only meet when
+    /// one's `prefix_` begins the other's (`foo` and `foo-service` both give
+    /// `FOO_SERVICE_PORT`). When no `prefix_` of the chosen Services begins another — in
+    /// sorted order it is enough to compare neighbours — no name repeats, and the hash map of
+    /// every name (most of the cost here for a namespace's fifty Services) is not needed.
+    fn of(rendered: &'r Rendered, runs: &[Run<'r>], policy: &Policy) -> Self {
+        let mut out = match Self::by_prefix(rendered, runs) {
+            Some(out) => out,
+            None => Self::hashed(rendered, runs),
         };
-        for (run, check) in runs {
-            for i in run.clone() {
+        let maybe_reserved = runs
+            .iter()
+            .filter(|run| run.check)
+            .flat_map(|run| run.range.clone())
+            .filter_map(|i| out.index_in_run(i))
+            .filter(|&index| policy.rules.may_be_reserved(out.name(index)))
+            .collect();
+        out.maybe_reserved = maybe_reserved;
+        out
+    }
+
+    /// Every variable distinct, if the Services' prefixes show that no name can repeat.
+    fn by_prefix(rendered: &'r Rendered, runs: &[Run<'r>]) -> Option<Self> {
+        let mut prefixes = Vec::with_capacity(runs.len());
+        for run in runs.iter().filter(|run| !run.range.is_empty()) {
+            if !run.service.names_under_prefix() || run.range.len() > PREFIX_RUN_MAX {
+                return None;
+            }
+            prefixes.push((run.service.env_prefix(), run.range.clone()));
+        }
+        prefixes.sort_unstable_by(|(a, _), (b, _)| {
+            a.bytes()
+                .chain(std::iter::once(b'_'))
+                .cmp(b.bytes().chain(std::iter::once(b'_')))
+        });
+        let begins = |shorter: &str, longer: &str| {
+            longer
+                .strip_prefix(shorter)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('_'))
+        };
+        if prefixes.windows(2).any(|pair| begins(pair[0].0, pair[1].0)) {
+            return None;
+        }
+        let entries = (0..rendered.len())
+            .map(|i| u32::try_from(i).ok())
+            .collect::<Option<Vec<u32>>>()?;
+        Some(Self {
+            rendered,
+            entries,
+            index_of: NameIndex::Prefixes(prefixes),
+            maybe_reserved: Vec::new(),
+        })
+    }
+
+    /// The variables deduplicated by inserting every name into a hash map.
+    fn hashed(rendered: &'r Rendered, runs: &[Run<'r>]) -> Self {
+        let mut entries = Vec::with_capacity(rendered.len());
+        let mut index_of = HashMap::with_capacity(rendered.len());
+        for run in runs {
+            for i in run.range.clone() {
                 let (Some((name, _)), Ok(at)) = (rendered.get(i), u32::try_from(i)) else {
                     continue;
                 };
-                if let Entry::Vacant(slot) = out.index_of.entry(name) {
-                    let index = out.entries.len();
-                    out.entries.push(at);
-                    slot.insert(index);
-                    if *check && policy.rules.may_be_reserved(name) {
-                        out.maybe_reserved.push(index);
-                    }
+                if let Entry::Vacant(slot) = index_of.entry(name) {
+                    slot.insert(entries.len());
+                    entries.push(at);
                 }
             }
         }
-        out
+        Self {
+            rendered,
+            entries,
+            index_of: NameIndex::Hashed(index_of),
+            maybe_reserved: Vec::new(),
+        }
+    }
+
+    /// The index in `entries` of rendered variable `i`, if it is the one that won its name.
+    fn index_in_run(&self, i: usize) -> Option<usize> {
+        match &self.index_of {
+            NameIndex::Prefixes(_) => Some(i),
+            NameIndex::Hashed(map) => {
+                let index = *map.get(self.rendered.name(i))?;
+                (self.entries.get(index).map(|&at| at as usize) == Some(i)).then_some(index)
+            }
+        }
+    }
+
+    /// The index in `entries` of the variable called `name`.
+    fn index_of(&self, name: &str) -> Option<usize> {
+        match &self.index_of {
+            NameIndex::Hashed(map) => map.get(name).copied(),
+            NameIndex::Prefixes(prefixes) => {
+                // The only Service whose names can be `name` has the greatest `prefix_` not
+                // after it (a greater one below `name` would begin with it).
+                let after =
+                    prefixes.partition_point(|(prefix, _)| cmp_prefix_key(prefix, name).is_le());
+                let (prefix, range) = prefixes.get(after.checked_sub(1)?)?;
+                if !name.starts_with(prefix) {
+                    return None;
+                }
+                range.clone().find(|&i| self.rendered.name(i) == name)
+            }
+        }
     }
 
     /// The injected variables' indices, releasing the rendered text.
@@ -476,7 +591,7 @@ impl<'v, 's> ContainerPlanner<'v, 's> {
         }
         let mut defined = 0usize;
         for name in container.env_names() {
-            if let Some(&i) = self.variables.index_of.get(name)
+            if let Some(i) = self.variables.index_of(name)
                 && self.stamp[i] != self.generation
             {
                 self.stamp[i] = self.generation;
@@ -647,5 +762,135 @@ fn annotation_op(pod: &PodView<'_>, key: &str, value: &str) -> PatchOperation {
             path: pointer(&["metadata", "annotations"]),
             value: Value::Object(map),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::servicelinks::{LinkPort, ServiceLink};
+    use proptest::prelude::*;
+
+    fn service(name: &str, ports: &[(String, i32, String)]) -> LinkedService {
+        let link = ServiceLink {
+            namespace: "ns".into(),
+            name: name.into(),
+            cluster_ip: "10.0.0.1".into(),
+            ports: ports
+                .iter()
+                .map(|(name, port, protocol)| LinkPort {
+                    name: name.clone(),
+                    port: *port,
+                    protocol: protocol.clone(),
+                })
+                .collect(),
+        };
+        LinkedService::new(&link, None).expect("valid")
+    }
+
+    fn render<'s>(services: &'s [LinkedService], checks: &[bool]) -> (Rendered, Vec<Run<'s>>) {
+        let mut rendered = Rendered::new();
+        let runs = services
+            .iter()
+            .enumerate()
+            .map(|(i, service)| Run {
+                range: rendered.add(service),
+                check: checks.get(i).copied().unwrap_or(true),
+                service,
+            })
+            .collect();
+        (rendered, runs)
+    }
+
+    /// What the decision must compute, written plainly: the first Service in order wins a
+    /// name; the reserved candidates are the winners of the checked Services.
+    fn reference(
+        rendered: &Rendered,
+        runs: &[Run<'_>],
+        policy: &Policy,
+    ) -> (Vec<u32>, Vec<usize>, Vec<String>) {
+        let (mut entries, mut names, mut maybe) = (Vec::new(), Vec::<String>::new(), Vec::new());
+        for run in runs {
+            for i in run.range.clone() {
+                let name = rendered.name(i);
+                if names.iter().any(|n| n == name) {
+                    continue;
+                }
+                if run.check && policy.rules.may_be_reserved(name) {
+                    maybe.push(entries.len());
+                }
+                entries.push(u32::try_from(i).expect("small"));
+                names.push(name.to_string());
+            }
+        }
+        (entries, maybe, names)
+    }
+
+    /// `foo` and `foo-service` both give `FOO_SERVICE_PORT`: no shortcut, and the first wins.
+    #[test]
+    fn a_prefix_that_begins_another_is_deduplicated() {
+        let port = [(String::new(), 80, "TCP".to_string())];
+        let services = [service("foo", &port), service("foo-service", &port)];
+        let (rendered, runs) = render(&services, &[true, true]);
+        assert!(Variables::by_prefix(&rendered, &runs).is_none());
+        let variables = Variables::of(&rendered, &runs, &Policy::default());
+        assert_eq!(variables.len(), rendered.len() - 1);
+        let shared = variables.index_of("FOO_SERVICE_PORT").expect("present");
+        assert_eq!(variables.name(shared), "FOO_SERVICE_PORT");
+        assert!(variables.entries[shared] < u32::try_from(runs[1].range.start).expect("small"));
+
+        let apart = [service("foo", &port), service("foobar", &port)];
+        let (rendered, runs) = render(&apart, &[true, true]);
+        let variables = Variables::by_prefix(&rendered, &runs).expect("no name can repeat");
+        assert_eq!(variables.len(), rendered.len());
+        assert_eq!(
+            variables
+                .index_of("FOOBAR_SERVICE_HOST")
+                .map(|i| variables.name(i)),
+            Some("FOOBAR_SERVICE_HOST")
+        );
+        assert_eq!(variables.index_of("FOO_SERVICE_HOS"), None);
+        assert_eq!(variables.index_of("FOO"), None);
+        assert_eq!(variables.index_of("FOO_"), None);
+    }
+
+    proptest! {
+        /// Whichever way the names are indexed, the decision sees the same distinct
+        /// variables, the same reserved candidates and the same answer for any name a
+        /// container may define. Names are drawn from a few letters so that prefixes begin
+        /// each other often.
+        #[test]
+        fn the_prefix_shortcut_agrees_with_the_plain_rule(
+            names in proptest::collection::vec("[ab]{1,2}(-(service|port|[ab]{1,2}))?(-[0-9]{1,2}(-tcp)?)?", 1..7),
+            ports in proptest::collection::vec(
+                (prop_oneof![Just(String::new()), "(tcp|[ab]{1,2})".prop_map(String::from)], 1..90i32, prop_oneof![Just("TCP".to_string()), Just("UDP".to_string())]),
+                0..4,
+            ),
+            checks in proptest::collection::vec(any::<bool>(), 7),
+            probes in proptest::collection::vec("[AB]{1,2}(_[A-Z0-9_]{0,14})?", 0..8),
+        ) {
+            let services: Vec<LinkedService> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| service(name, ports.get(..i % (ports.len() + 1)).unwrap_or_default()))
+                .collect();
+            let (rendered, runs) = render(&services, &checks);
+            let policy = Policy::from_yaml(
+                "reserved:\n  rules:\n    - name: r\n      scope: all\n      prefixes: [A_]\n      names: [B_SERVICE_HOST]\n",
+                "test",
+            ).expect("policy");
+            let (entries, maybe, distinct) = reference(&rendered, &runs, &policy);
+            let variables = Variables::of(&rendered, &runs, &policy);
+            prop_assert_eq!(&variables.entries, &entries);
+            prop_assert_eq!(&variables.maybe_reserved, &maybe);
+            let all_names = (0..rendered.len()).map(|i| rendered.name(i).to_string());
+            for name in all_names.chain(probes) {
+                let want = distinct.iter().position(|n| *n == name);
+                prop_assert_eq!(variables.index_of(&name), want, "{}", name);
+            }
+            if let Some(fast) = Variables::by_prefix(&rendered, &runs) {
+                prop_assert_eq!(fast.entries.len(), rendered.len(), "the shortcut only when no name repeats");
+            }
+        }
     }
 }

@@ -63,6 +63,9 @@ pub struct LinkedService {
     /// No byte of the rendered variables needs escaping in a JSON string (see
     /// [`LinkedService::is_json_plain`]); computed from a rendering at ingest.
     json_plain: bool,
+    /// Its variables' names are distinct and each starts with the env prefix and `_` (see
+    /// [`LinkedService::names_under_prefix`]); computed from a rendering at ingest.
+    names_under_prefix: bool,
     /// Its variables as a review first rendered them, when the process budget had room
     /// ([`render_cache`]); not part of what the Service is (equality, clones).
     rendered: RenderCache,
@@ -74,6 +77,18 @@ fn rendered_plain(rendered: &Rendered) -> bool {
     rendered
         .iter()
         .all(|(name, value)| plain(name) && plain(value))
+}
+
+/// Whether the names of `rendered` are distinct and each is `prefix`, `_` and more.
+fn names_under_prefix(rendered: &Rendered, prefix: &str) -> bool {
+    let mut names: Vec<&str> = rendered.iter().map(|(name, _)| name).collect();
+    let under = names.iter().all(|name| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('_'))
+            .is_some_and(|rest| !rest.is_empty())
+    });
+    names.sort_unstable();
+    under && names.windows(2).all(|pair| pair[0] != pair[1])
 }
 
 /// Why a Service cannot enter the catalog.
@@ -153,12 +168,14 @@ impl LinkedService {
             has_cluster_ip: link.has_cluster_ip(),
             may_have_reserved: true,
             json_plain: true,
+            names_under_prefix: false,
             rendered: RenderCache::default(),
         };
         // One rendering, to know what every review's rendering will hold.
         let rendered = service.variables();
         service.count = u32::try_from(rendered.len()).unwrap_or(u32::MAX);
         service.json_plain = rendered_plain(&rendered);
+        service.names_under_prefix = names_under_prefix(&rendered, service.env_prefix());
         service.may_have_reserved =
             reserved.is_none_or(|filter| rendered.iter().any(|(n, _)| filter.may_be_reserved(n)));
         Ok(service)
@@ -204,6 +221,24 @@ impl LinkedService {
             ports,
         };
         servicelinks::render_variables(&recipe, sink);
+    }
+
+    /// What its variables' names start with (before `_`): the name upper-cased, `-` as `_`.
+    pub fn env_prefix(&self) -> &str {
+        let rest = self
+            .text
+            .get(self.name_len as usize + 1..)
+            .unwrap_or_default();
+        split_field(rest)
+            .map(|(prefix, _)| prefix)
+            .unwrap_or_default()
+    }
+
+    /// Whether its variables' names are distinct and each is [`LinkedService::env_prefix`]
+    /// followed by `_` and more: then its names can only meet another Service's if one
+    /// prefix-and-`_` begins the other's (the decision's duplicate check relies on it).
+    pub fn names_under_prefix(&self) -> bool {
+        self.names_under_prefix
     }
 
     /// Whether `spec.clusterIP` is set and not `None`.

@@ -349,7 +349,10 @@ mod tests {
             io.flush().await
         };
         Coalesced::new(connection, out).await.expect("written");
-        assert_eq!(transport.writes(), [b"head+body".to_vec(), b"next".to_vec()]);
+        assert_eq!(
+            transport.writes(),
+            [b"head+body".to_vec(), b"next".to_vec()]
+        );
         assert_eq!(transport.flushes.load(Ordering::Relaxed), 2);
         assert_eq!(lock(&shared).pending.capacity(), 0);
     }
