@@ -11,6 +11,10 @@
 //! adds to the catalog whatever the reviews ask for; a Service that finds the budget spent is
 //! rendered every time, as before. An entry lives and dies with its Service: an update
 //! replaces the Service (and so the entry), and dropping it returns its bytes to the budget.
+//!
+//! No lock is held across work: a review reads a slot with one atomic load; it fills an
+//! empty one with `OnceLock::set` after rendering, which at most waits for another review's
+//! `set` of the same slot (storing a pointer), and the budget is one atomic counter.
 
 use std::fmt;
 use std::sync::OnceLock;
