@@ -390,12 +390,14 @@ enum NameIndex<'r> {
 /// found by its prefix is then looked for among at most this many of its Service's names.
 const PREFIX_RUN_MAX: usize = 64;
 
+/// The bytes of `prefix` followed by `_`: what a Service's names begin with.
+fn prefix_key(prefix: &str) -> impl Iterator<Item = u8> + '_ {
+    prefix.bytes().chain(std::iter::once(b'_'))
+}
+
 /// `prefix` followed by `_`, compared with `text`.
 fn cmp_prefix_key(prefix: &str, text: &str) -> std::cmp::Ordering {
-    prefix
-        .bytes()
-        .chain(std::iter::once(b'_'))
-        .cmp(text.bytes())
+    prefix_key(prefix).cmp(text.bytes())
 }
 
 impl<'r> Variables<'r> {
@@ -432,11 +434,7 @@ impl<'r> Variables<'r> {
             }
             prefixes.push((run.service.env_prefix(), run.range.clone()));
         }
-        prefixes.sort_unstable_by(|(a, _), (b, _)| {
-            a.bytes()
-                .chain(std::iter::once(b'_'))
-                .cmp(b.bytes().chain(std::iter::once(b'_')))
-        });
+        prefixes.sort_unstable_by(|(a, _), (b, _)| prefix_key(a).cmp(prefix_key(b)));
         let begins = |shorter: &str, longer: &str| {
             longer
                 .strip_prefix(shorter)
