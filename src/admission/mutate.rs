@@ -410,18 +410,16 @@ impl<'r> Variables<'r> {
     /// sorted order it is enough to compare neighbours — no name repeats, and the hash map of
     /// every name (most of the cost here for a namespace's fifty Services) is not needed.
     fn of(rendered: &'r Rendered, runs: &[Run<'r>], policy: &Policy) -> Self {
-        let mut out = match Self::by_prefix(rendered, runs) {
-            Some(out) => out,
-            None => Self::hashed(rendered, runs),
+        let Some(mut out) = Self::by_prefix(rendered, runs) else {
+            return Self::hashed(rendered, runs, policy);
         };
-        let maybe_reserved = runs
+        // Every variable is distinct here: its entry index is its rendered index.
+        out.maybe_reserved = runs
             .iter()
             .filter(|run| run.check)
             .flat_map(|run| run.range.clone())
-            .filter_map(|i| out.index_in_run(i))
-            .filter(|&index| policy.rules.may_be_reserved(out.name(index)))
+            .filter(|&i| policy.rules.may_be_reserved(rendered.name(i)))
             .collect();
-        out.maybe_reserved = maybe_reserved;
         out
     }
 
@@ -453,17 +451,24 @@ impl<'r> Variables<'r> {
     }
 
     /// The variables deduplicated by inserting every name into a hash map.
-    fn hashed(rendered: &'r Rendered, runs: &[Run<'r>]) -> Self {
+    /// The variables deduplicated by inserting every name into a hash map; a winner of a
+    /// checked Service is asked about reserved names as it is inserted.
+    fn hashed(rendered: &'r Rendered, runs: &[Run<'r>], policy: &Policy) -> Self {
         let mut entries = Vec::with_capacity(rendered.len());
         let mut index_of = HashMap::with_capacity(rendered.len());
+        let mut maybe_reserved = Vec::new();
         for run in runs {
             for i in run.range.clone() {
                 let (Some((name, _)), Ok(at)) = (rendered.get(i), u32::try_from(i)) else {
                     continue;
                 };
                 if let Entry::Vacant(slot) = index_of.entry(name) {
-                    slot.insert(entries.len());
+                    let index = entries.len();
+                    slot.insert(index);
                     entries.push(at);
+                    if run.check && policy.rules.may_be_reserved(name) {
+                        maybe_reserved.push(index);
+                    }
                 }
             }
         }
@@ -471,18 +476,7 @@ impl<'r> Variables<'r> {
             rendered,
             entries,
             index_of: NameIndex::Hashed(index_of),
-            maybe_reserved: Vec::new(),
-        }
-    }
-
-    /// The index in `entries` of rendered variable `i`, if it is the one that won its name.
-    fn index_in_run(&self, i: usize) -> Option<usize> {
-        match &self.index_of {
-            NameIndex::Prefixes(_) => Some(i),
-            NameIndex::Hashed(map) => {
-                let index = *map.get(self.rendered.name(i))?;
-                (self.entries.get(index).map(|&at| at as usize) == Some(i)).then_some(index)
-            }
+            maybe_reserved,
         }
     }
 
