@@ -226,8 +226,8 @@ fn bench_review_codec(c: &mut Criterion) {
         response.map(|r| serde_json::to_vec(&r.into_review()).map(|v| v.len()))
     };
     let envlink_answer = || {
-        let patch = decision.patch.to_json().unwrap_or_default();
-        OutgoingResponse::patched(&req.uid, &patch)
+        let patch = decision.patch.to_json_for_base64().unwrap_or_default();
+        OutgoingResponse::patched_json(&req.uid, &patch)
             .to_review_json()
             .map(|v| v.len())
     };

@@ -5,6 +5,7 @@
 //! function and turns the [`Decision`](crate::admission::Decision) into the AdmissionReview
 //! it answers with ([`wire`] again).
 
+pub mod base64;
 pub mod coalesce;
 pub mod health;
 pub mod metrics;

@@ -639,9 +639,9 @@ fn respond(uid: &str, decision: &Decision, summary: &mut Summary) -> Result<Repl
             // `admission::patch`).
             patch = decision
                 .patch
-                .to_json()
+                .to_json_for_base64()
                 .map_err(|e| HttpError::internal("patch does not serialise", &e))?;
-            OutgoingResponse::patched(uid, &patch)
+            OutgoingResponse::patched_json(uid, &patch)
         }
         Verdict::Deny(message) => OutgoingResponse::denied(uid, message),
         Verdict::Invalid(message) => OutgoingResponse::invalid(uid, message),

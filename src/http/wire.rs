@@ -14,6 +14,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::admission::patch::{PatchJson, Repeat};
+use crate::http::base64::write_base64;
 use crate::text;
 
 /// The only review version envlink speaks.
@@ -248,6 +250,9 @@ pub struct OutgoingResponse<'a> {
     patch_type: Option<PatchType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch: Option<Base64<'a>>,
+    /// Where the patch repeats itself (see [`crate::http::base64`]).
+    #[serde(skip)]
+    repeats: &'a [Repeat],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     warnings: &'a [String],
 }
@@ -261,6 +266,7 @@ impl<'a> OutgoingResponse<'a> {
             status: Status::default(),
             patch_type: None,
             patch: None,
+            repeats: &[],
             warnings: &[],
         }
     }
@@ -271,6 +277,15 @@ impl<'a> OutgoingResponse<'a> {
             patch_type: Some(PatchType::JsonPatch),
             patch: Some(Base64(patch)),
             ..Self::allowed(uid)
+        }
+    }
+
+    /// Allowed, with a patch written for base64 ([`PatchJson`]): its repeats are copied in
+    /// the encoding instead of encoded again.
+    pub fn patched_json(uid: &'a str, patch: &'a PatchJson) -> Self {
+        Self {
+            repeats: &patch.repeats,
+            ..Self::patched(uid, &patch.bytes)
         }
     }
 
@@ -312,7 +327,10 @@ impl<'a> OutgoingResponse<'a> {
         // A patch is up to a few hundred KiB and dominates the size.
         let mut body = Vec::with_capacity(512 + self.patch_len().div_ceil(3) * 4);
         review.serialize(&mut serde_json::Serializer::with_formatter(
-            &mut body, GoJson,
+            &mut body,
+            GoJson {
+                repeats: self.repeats,
+            },
         ))?;
         Ok(body)
     }
@@ -339,28 +357,24 @@ impl Serialize for Base64<'_> {
 }
 
 /// serde_json's compact output, except that bytes are a base64 string, as Go's
-/// `encoding/json` writes `[]byte` (serde_json's default is an array of numbers).
+/// `encoding/json` writes `[]byte` (serde_json's default is an array of numbers). The
+/// answer's only bytes are its patch, so `repeats` are the patch's.
 ///
-/// Written straight into the output, a chunk at a time: base64 never needs escaping, so
-/// the literal is well-formed by construction. Measured on the S2 patch (110 KB,
+/// Written straight into the output ([`crate::http::base64`]): base64 never needs escaping,
+/// so the literal is well-formed by construction. Measured on the S2 patch (110 KB,
 /// `review_codec` benches, `--quick`, noisy 2-core machine): 11 µs this way; 25 µs through
 /// a checked `RawValue` (the check alone 14 µs); 57 µs through serde_json's string escaper.
-struct GoJson;
+struct GoJson<'a> {
+    repeats: &'a [Repeat],
+}
 
-impl serde_json::ser::Formatter for GoJson {
+impl serde_json::ser::Formatter for GoJson<'_> {
     fn write_byte_array<W>(&mut self, writer: &mut W, value: &[u8]) -> std::io::Result<()>
     where
         W: ?Sized + std::io::Write,
     {
-        /// Input bytes per chunk: a multiple of 3, so only the last chunk is padded.
-        const CHUNK: usize = 3 * 1024;
-        let encoder = base64_simd::STANDARD;
-        let mut out = [0u8; CHUNK / 3 * 4];
         writer.write_all(b"\"")?;
-        for chunk in value.chunks(CHUNK) {
-            let encoded = encoder.encode(chunk, base64_simd::Out::from_slice(&mut out));
-            writer.write_all(encoded)?;
-        }
+        write_base64(writer, value, self.repeats)?;
         writer.write_all(b"\"")
     }
 }
