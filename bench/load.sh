@@ -355,6 +355,14 @@ run_phase() {
     <<<"$(tail -1 "$RESULTS")" >&2
 }
 
+# Whether two answers say the same: equal but for the patch's text, whose JSON values are
+# equal (another build may lay out the same patch with other whitespace: see http::base64).
+same_answer() {
+  local a b
+  a=$(jq -S 'del(.response.patch)' "$1") && b=$(jq -S 'del(.response.patch)' "$2") && [[ $a == "$b" ]] \
+    && [[ $(jq -r .response.patch "$1" | base64 -d | jq -S -c .) == "$(jq -r .response.patch "$2" | base64 -d | jq -S -c .)" ]]
+}
+
 # The URL of a target for a scenario.
 url_of() {
   if [[ $2 == nginx ]]; then echo "https://127.0.0.1:$NGINX_PORT/$1"; else echo "https://127.0.0.1:${PORT[$2]}/mutate"; fi
@@ -380,7 +388,11 @@ for sc in "${SC_LIST[@]}"; do
     curl -fsS --cacert "$WORK/ca.crt" -H 'Content-Type: application/json' \
       --data-binary "@$WORK/$sc-review.json" "$(url_of "$sc" "$target")" -o "$WORK/$target-$sc.out" \
       || die "$target does not answer the $sc review"
-    cmp -s "$WORK/www/$sc" "$WORK/$target-$sc.out" || die "$target's answer differs from envlink's"
+    if ! cmp -s "$WORK/www/$sc" "$WORK/$target-$sc.out"; then
+      # nginx serves envlink's bytes; another build must say the same, maybe laid out otherwise
+      [[ $target == base ]] && same_answer "$WORK/www/$sc" "$WORK/$target-$sc.out" \
+        || die "$target's answer differs from envlink's"
+    fi
   done
   log "scenario $sc: request $(stat -c %s "$WORK/$sc-review.json") B, response ${RESPONSE_BYTES[$sc]} B"
   n=0

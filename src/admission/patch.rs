@@ -176,7 +176,7 @@ impl PatchPlan {
     ///
     /// With `repeats`, the copy is first moved to the same offset modulo 3 as the list it
     /// copies, by up to two spaces after the `[`, and noted there: the answer's base64 of the
-    /// repeat is then a copy of the first list's base64 (`http::wire`), which for S2 saves
+    /// repeat is then a copy of the first list's base64 (`http::base64`), which for S2 saves
     /// encoding two of the three containers' 36 KB lists.
     fn write_env<'a>(
         &'a self,
