@@ -450,7 +450,6 @@ impl<'r> Variables<'r> {
         })
     }
 
-    /// The variables deduplicated by inserting every name into a hash map.
     /// The variables deduplicated by inserting every name into a hash map; a winner of a
     /// checked Service is asked about reserved names as it is inserted.
     fn hashed(rendered: &'r Rendered, runs: &[Run<'r>], policy: &Policy) -> Self {
