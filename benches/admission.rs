@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use envlink::admission::{self, Operation, Request, selection};
+use envlink::admission::{self, Object, Operation, Request, selection};
 use envlink::catalog::{Catalog, Rendered};
 use envlink::config::Policy;
 use envlink::reserved::NoConfigMaps;
@@ -115,7 +115,7 @@ fn request<'a>(ns: &'a str, pod: &'a RawValue) -> Request<'a> {
         kind: "Pod",
         sub_resource: None,
         namespace: ns,
-        object: Some(pod),
+        object: Some(Object::Text(pod)),
         old_object: None,
     }
 }

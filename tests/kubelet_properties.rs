@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use envlink::admission::{self, Operation, Request, Verdict};
+use envlink::admission::{self, Object, Operation, Request, Verdict};
 use envlink::catalog::Catalog;
 use envlink::config::Policy;
 use envlink::reserved::NoConfigMaps;
@@ -195,7 +195,7 @@ fn run(catalog: &Catalog, policy: &Policy, ns: &str, pod: &Value) -> (admission:
         kind: "Pod",
         sub_resource: None,
         namespace: ns,
-        object: Some(&pod_json),
+        object: Some(Object::Text(&pod_json)),
         old_object: None,
     };
     let decision = admission::mutate(&request, &catalog.snapshot(), policy, &NoConfigMaps);

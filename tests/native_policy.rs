@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use cel::{Context, Program, Value as CelValue};
-use envlink::admission::{self, Operation, Request, Verdict};
+use envlink::admission::{self, Object, Operation, Request, Verdict};
 use envlink::config::Policy;
 use envlink::policy::{self, NativePolicy};
 use envlink::reserved::NoConfigMaps;
@@ -118,7 +118,7 @@ fn envlink_decision(policy: &Policy, object: &Value, namespace: &str) -> Option<
         kind,
         sub_resource: None,
         namespace,
-        object: Some(&raw),
+        object: Some(Object::Text(&raw)),
         old_object: None,
     };
     match admission::validate(&request, policy, &NoConfigMaps).verdict {

@@ -1,7 +1,7 @@
 //! `envFrom` through the whole decision (issue 11, item 3): a Pod's JSON in, the verdict and
 //! its messages out, for `/mutate` (Pods) and `/validate` (workload templates).
 
-use envlink::admission::{self, Decision, Operation, Request, Verdict};
+use envlink::admission::{self, Decision, Object, Operation, Request, Verdict};
 use envlink::catalog::Catalog;
 use envlink::config::Policy;
 use envlink::reserved::NoConfigMaps;
@@ -27,7 +27,7 @@ fn mutate(policy: &Policy, object: &Value) -> Decision {
         kind: "Pod",
         sub_resource: None,
         namespace: "shop",
-        object: Some(&object),
+        object: Some(Object::Text(&object)),
         old_object: None,
     };
     // A ready catalog without Services: only the reserved rules speak.
@@ -121,7 +121,7 @@ fn workload_templates_are_judged_the_same() {
         kind: "Deployment",
         sub_resource: None,
         namespace: "shop",
-        object: Some(&deployment),
+        object: Some(Object::Text(&deployment)),
         old_object: None,
     };
     let decision = admission::validate(&request, &strict, &NoConfigMaps);

@@ -22,6 +22,7 @@ use crate::servicelinks::DEFAULT_NAMESPACE;
 use crate::text;
 
 use patch::PatchPlan;
+use pod::PodView;
 
 /// Names a subset of Services to inject (`redis-master, prod/db`).
 pub const ANNOTATION_SERVICES: &str = "envlink.io/services";
@@ -51,10 +52,28 @@ pub struct Request<'a> {
     pub sub_resource: Option<&'a str>,
     /// The request's namespace (empty for offline use: see [`review_namespace`]).
     pub namespace: &'a str,
-    /// The object, as JSON text (decoded by the decision for just the fields it reads).
-    pub object: Option<&'a RawValue>,
+    /// The object: its JSON text (decoded by the decision for just the fields it reads), or a
+    /// Pod the caller already decoded.
+    pub object: Option<Object<'a>>,
     /// The object before an UPDATE.
     pub old_object: Option<&'a RawValue>,
+}
+
+/// The object of a review, as the decision gets it.
+#[derive(Debug, Clone, Copy)]
+pub enum Object<'a> {
+    /// JSON text, decoded by the decision for just the fields it reads.
+    Text(&'a RawValue),
+    /// A Pod (group `""`, kind `Pod`) already decoded into the view the decision reads: the
+    /// HTTP layer decodes it together with the review, in one pass over the body, instead of
+    /// keeping its text and scanning it a second time.
+    Pod(&'a PodView<'a>),
+}
+
+impl<'a> From<&'a RawValue> for Object<'a> {
+    fn from(text: &'a RawValue) -> Self {
+        Object::Text(text)
+    }
 }
 
 /// Allowed, refused, or not understood.

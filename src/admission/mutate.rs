@@ -22,7 +22,7 @@ use super::pod::{self, ContainerView, PodView};
 use super::selection::{self, Selection, Source};
 use super::{
     ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_SERVICES, Decision, MAX_INJECTED_ENTRIES,
-    Operation, Request, Verdict, denial_text, review_namespace, unsupported_kind,
+    Object, Operation, Request, Verdict, denial_text, review_namespace, unsupported_kind,
 };
 use crate::catalog::{LinkedService, Rendered, Snapshot};
 use crate::config::{InjectionMode, OnMissing, Policy};
@@ -56,23 +56,24 @@ pub(super) fn mutate_pod(
     policy: &Policy,
     config_maps: &dyn ConfigMapKeys,
 ) -> Decision {
-    let pod = match pod_to_mutate(request) {
+    let mut decoded = None;
+    let pod = match pod_to_mutate(request, &mut decoded) {
         Ok(pod) => pod,
         Err(early) => return *early,
     };
     let namespace = review_namespace(request.namespace, pod.namespace());
     let mut warnings = text::Warnings::default();
-    let stripped = match judge_reserved(&pod, namespace, policy, config_maps, &mut warnings) {
+    let stripped = match judge_reserved(pod, namespace, policy, config_maps, &mut warnings) {
         Ok(stripped) => stripped,
         Err(message) => return Decision::deny(message, warnings.finish()),
     };
-    let selection = match choose_services(&pod, namespace, catalog, policy, &mut warnings) {
+    let selection = match choose_services(pod, namespace, catalog, policy, &mut warnings) {
         Ok(selection) => selection,
         Err(message) => return Decision::deny(message, warnings.finish()),
     };
-    let injection = plan_injection(selection.as_ref(), &pod, catalog, policy, &mut warnings);
+    let injection = plan_injection(selection.as_ref(), pod, catalog, policy, &mut warnings);
     let variables = injection.variables;
-    let (patch, injected) = build_patch(&pod, &stripped, injection, policy);
+    let (patch, injected) = build_patch(pod, &stripped, injection, policy);
     Decision {
         verdict: Verdict::Allow,
         patch,
@@ -83,8 +84,12 @@ pub(super) fn mutate_pod(
 }
 
 /// The Pod a review asks to create; `Err`: the decision for a review that is not one (any
-/// other kind, operation or subresource), or whose object cannot be read.
-fn pod_to_mutate<'r>(request: &Request<'r>) -> Result<PodView<'r>, Box<Decision>> {
+/// other kind, operation or subresource), or whose object cannot be read. A Pod given as text
+/// is decoded into `decoded`.
+fn pod_to_mutate<'s, 'r>(
+    request: &Request<'r>,
+    decoded: &'s mut Option<PodView<'r>>,
+) -> Result<&'s PodView<'r>, Box<Decision>> {
     if request.sub_resource.is_some() {
         // Env is immutable after creation; ephemeral containers (kind `Pod`, or
         // `EphemeralContainers` before 1.22) are checked by /validate.
@@ -100,10 +105,13 @@ fn pod_to_mutate<'r>(request: &Request<'r>) -> Result<PodView<'r>, Box<Decision>
         return Err(Box::new(Decision::allow()));
     }
     let invalid = |message: String| Box::new(Decision::invalid(message));
-    let Some(object) = request.object else {
-        return Err(invalid("the review has no object to admit".into()));
+    let pod: &'s PodView<'r> = match request.object {
+        None => return Err(invalid("the review has no object to admit".into())),
+        Some(Object::Pod(view)) => view,
+        Some(Object::Text(text)) => {
+            decoded.insert(pod::decode(text, "Pod").map_err(|e| invalid(e.to_string()))?)
+        }
     };
-    let pod: PodView<'r> = pod::decode(object, "Pod").map_err(|e| invalid(e.to_string()))?;
     if pod.spec.is_none() {
         return Err(invalid("not a valid Pod: `spec` is missing".into()));
     }

@@ -455,7 +455,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOnly<T> {
 }
 
 /// A struct element that must be a JSON object.
-struct Obj<T>(T);
+pub(crate) struct Obj<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -58,7 +58,7 @@ fn create<'a>(namespace: &'a str, object: &'a Value) -> Request<'a> {
         kind: "Pod",
         sub_resource: None,
         namespace,
-        object: Some(raw(object)),
+        object: Some(Object::Text(raw(object))),
         old_object: None,
     }
 }
@@ -801,7 +801,7 @@ fn objects_must_be_objects_and_messages_describe_the_input() {
         .replace('S', "\\u0053");
     let raw_value = Box::leak(RawValue::from_string(raw_text).expect("raw"));
     let request = Request {
-        object: Some(raw_value),
+        object: Some(Object::Text(raw_value)),
         ..create("shop", &object)
     };
     let d = mutate(&request, &c.snapshot(), &Policy::default(), &NoConfigMaps);

@@ -3,10 +3,9 @@
 //! → each finding judged into a refusal or a warning, worded for where it is shown.
 
 use hashbrown::HashSet;
-use serde_json::value::RawValue;
 
 use super::{
-    Decision, Operation, Request, denial_text, review_namespace, unsupported_kind, workload,
+    Decision, Object, Operation, Request, denial_text, review_namespace, unsupported_kind, workload,
 };
 use crate::config::Policy;
 use crate::podshape::ContainerKind;
@@ -40,9 +39,15 @@ pub(super) fn validate_object(
     // On UPDATE, refuse only what the update adds: an object that predates envlink (or a rule)
     // must stay updatable (finalizers, labels, scale-down), so old findings become warnings.
     let old_findings = match (&request.operation, request.old_object) {
-        (Operation::Update, Some(old)) => {
-            findings_of(target, request, old, kinds, policy, config_maps).unwrap_or_default()
-        }
+        (Operation::Update, Some(old)) => findings_of(
+            target,
+            request,
+            Object::Text(old),
+            kinds,
+            policy,
+            config_maps,
+        )
+        .unwrap_or_default(),
         _ => Vec::new(),
     };
     let is_pod = matches!(target, Target::Pod | Target::EphemeralContainers);
@@ -92,14 +97,27 @@ fn checked_kinds(
 fn findings_of(
     target: Target,
     request: &Request<'_>,
-    object: &RawValue,
+    object: Object<'_>,
     kinds: &[ContainerKind],
     policy: &Policy,
     config_maps: &dyn ConfigMapKeys,
 ) -> Result<Vec<Finding>, String> {
-    let (pod, object_namespace) =
-        workload::pod_of(target, request.kind, object).map_err(|e| e.to_string())?;
-    let namespace = review_namespace(request.namespace, object_namespace.as_deref());
+    let decoded;
+    let (pod, object_namespace) = match object {
+        Object::Pod(view) if target == Target::Pod => (view, view.namespace()),
+        Object::Pod(_) => {
+            // Only a review of kind `Pod` carries a decoded Pod (see `Object::Pod`).
+            return Err(format!(
+                "not a valid {}: the object was given as a Pod",
+                text::clip(request.kind, text::ECHO_LIMIT)
+            ));
+        }
+        Object::Text(text) => {
+            decoded = workload::pod_of(target, request.kind, text).map_err(|e| e.to_string())?;
+            (&decoded.0, decoded.1.as_deref())
+        }
+    };
+    let namespace = review_namespace(request.namespace, object_namespace);
     Ok(policy
         .rules
         .evaluate(namespace, &pod.container_envs(kinds), config_maps))

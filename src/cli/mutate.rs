@@ -759,7 +759,7 @@ fn admit(
         kind: "Pod",
         sub_resource: None,
         namespace,
-        object: Some(&pod_json),
+        object: Some(crate::admission::Object::Text(&pod_json)),
         old_object: None,
     };
     let decision = admission::mutate(&request, &catalog.snapshot(), policy, &NoConfigMaps);
@@ -779,7 +779,7 @@ fn admit(
                 .map_err(|e| format!("internal: the Pod does not serialise: {e}"))?;
             let check = admission::validate(
                 &Request {
-                    object: Some(&mutated_json),
+                    object: Some(crate::admission::Object::Text(&mutated_json)),
                     ..request
                 },
                 policy,

@@ -607,7 +607,7 @@ fn answer(
         kind: &request.kind.kind,
         sub_resource: request.sub_resource.as_deref(),
         namespace: request.namespace.as_deref().unwrap_or(""),
-        object: request.object,
+        object: request.object(),
         old_object: request.old_object,
     };
     let decision = match endpoint {
