@@ -164,7 +164,8 @@ struct OnePassReview<'a> {
 /// An [`IncomingRequest`] decoded in one pass over the body: when the request's `kind` (which
 /// the API server writes before `object`) says Pod, `object` is decoded straight into the
 /// [`PodView`] the decision reads, instead of being kept as text and scanned again. Measured
-/// on S1 (`server_path` benches): the object's second scan was ~12 % of `handle_review`.
+/// on S1 (`server_path` benches): the object's capture as text was ~13 % of `handle_review`'s
+/// samples; decoding in one pass made it 5.5 % faster (BENCHMARKS.md).
 ///
 /// Stricter than the derived decoder, never looser: a request that is not a JSON object, a
 /// repeated field, a missing required field, or a Pod the view does not take fails here, and
