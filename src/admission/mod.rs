@@ -70,12 +70,6 @@ pub enum Object<'a> {
     Pod(&'a PodView<'a>),
 }
 
-impl<'a> From<&'a RawValue> for Object<'a> {
-    fn from(text: &'a RawValue) -> Self {
-        Object::Text(text)
-    }
-}
-
 /// Allowed, refused, or not understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
