@@ -269,6 +269,23 @@ fn fields_envlink_never_reads_are_skipped() {
     assert!(env.iter().any(|e| e["name"] == "REDIS_MASTER_SERVICE_HOST"));
 }
 
+#[test]
+fn a_pod_refused_at_its_last_env_entry_is_explained_briefly() {
+    let case = hostile::late_invalid_env(OBJECT_LIMIT);
+    let a = answer(&case);
+    assert!(!a.allowed());
+    assert_eq!(a.response["status"]["code"], 400, "{:?}", a.response);
+    // The place is named, deep in the object, and the answer stays small.
+    let containers = object_of(&case)["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .len();
+    assert!(containers > 10_000, "{containers} containers");
+    let place = format!("spec.containers[{}].env[1]", containers - 1);
+    assert!(a.message().contains(&place), "{}", a.message());
+    assert!(a.body_len < 8 * 1024, "answer of {} bytes", a.body_len);
+}
+
 /// Peak resident memory of a process, from /proc (kB).
 fn peak_rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -37,6 +37,7 @@ pub fn all(size: usize) -> Vec<(&'static str, Case)> {
         ("strip_in_many_containers", strip_containers(size)),
         ("many_containers", many_containers(size)),
         ("unread_array_of_numbers", unread_numbers(size)),
+        ("refused_at_the_last_env_entry", late_invalid_env(size)),
     ]
 }
 
@@ -218,6 +219,32 @@ pub fn unread_numbers(size: usize) -> Case {
             &pod(
                 "",
                 &format!(r#""containers":[{{"name":"app"}}],"unread":[{numbers}],"#),
+            ),
+            None,
+        ),
+    }
+}
+
+/// Containers with ordinary `env` entries filling the object, and one entry at the very end
+/// that is not an object: the one-pass decode fails only there, so the body is decoded field
+/// by field, then the Pod's decode fails, then the path-tracking decode explains where — the
+/// most passes any review costs.
+pub fn late_invalid_env(size: usize) -> Case {
+    let (list, _) = joined(size, |out, i| {
+        let _ = write!(
+            out,
+            r#"{{"name":"c{i}","env":[{{"name":"A","value":"1"}},{{"name":"B","valueFrom":{{"fieldRef":{{"fieldPath":"metadata.name"}}}}}}]}}"#
+        );
+    });
+    Case {
+        endpoint: "mutate",
+        policy: "",
+        body: review(
+            "CREATE",
+            None,
+            &pod(
+                "",
+                &format!(r#""containers":[{list},{{"name":"last","env":[{{"name":"A"}},7]}}],"#),
             ),
             None,
         ),
