@@ -22,7 +22,7 @@ use crate::servicelinks::DEFAULT_NAMESPACE;
 use crate::text;
 
 use patch::PatchPlan;
-use pod::PodView;
+use pod::{PodView, PodViewError};
 
 /// Names a subset of Services to inject (`redis-master, prod/db`).
 pub const ANNOTATION_SERVICES: &str = "envlink.io/services";
@@ -68,6 +68,9 @@ pub enum Object<'a> {
     /// HTTP layer decodes it together with the review, in one pass over the body, instead of
     /// keeping its text and scanning it a second time.
     Pod(&'a PodView<'a>),
+    /// A Pod (group `""`, kind `Pod`) the caller already found unreadable, and why: the review
+    /// is refused as invalid with this message.
+    Unreadable(&'a PodViewError),
 }
 
 /// Allowed, refused, or not understood.

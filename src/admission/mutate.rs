@@ -108,6 +108,7 @@ fn pod_to_mutate<'s, 'r>(
     let pod: &'s PodView<'r> = match request.object {
         None => return Err(invalid("the review has no object to admit".into())),
         Some(Object::Pod(view)) => view,
+        Some(Object::Unreadable(error)) => return Err(invalid(error.to_string())),
         Some(Object::Text(text)) => {
             decoded.insert(pod::decode(text, "Pod").map_err(|e| invalid(e.to_string()))?)
         }

@@ -251,15 +251,28 @@ const ERROR_TEXT_LIMIT: usize = 300;
 pub fn decode<'a, T: Deserialize<'a>>(raw: &'a RawValue, what: &str) -> Result<T, PodViewError> {
     let text = raw.get();
     if !text.trim_start().starts_with('{') {
+        return decode_tracked(raw, what);
+    }
+    // The path-tracking decoder costs a little more; it only runs to explain a failure.
+    if let Ok(view) = serde_json::from_str::<T>(text) {
+        return Ok(view);
+    }
+    decode_tracked(raw, what)
+}
+
+/// [`decode`] with the path-tracking decoder only: for an object that is known to have failed
+/// a decode already, where the fast attempt could only fail again.
+pub fn decode_tracked<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
+    what: &str,
+) -> Result<T, PodViewError> {
+    let text = raw.get();
+    if !text.trim_start().starts_with('{') {
         return Err(PodViewError {
             what: what.into(),
             path: ".".into(),
             message: "expected an object".into(),
         });
-    }
-    // The path-tracking decoder costs a little more; it only runs to explain a failure.
-    if let Ok(view) = serde_json::from_str::<T>(text) {
-        return Ok(view);
     }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {

@@ -105,7 +105,8 @@ fn findings_of(
     let decoded;
     let (pod, object_namespace) = match object {
         Object::Pod(view) if target == Target::Pod => (view, view.namespace()),
-        Object::Pod(_) => {
+        Object::Unreadable(error) if target == Target::Pod => return Err(error.to_string()),
+        Object::Pod(_) | Object::Unreadable(_) => {
             // Only a review of kind `Pod` carries a decoded Pod (see `Object::Pod`).
             return Err(format!(
                 "not a valid {}: the object was given as a Pod",

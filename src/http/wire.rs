@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::admission::Object;
 use crate::admission::patch::{PatchJson, Repeat};
-use crate::admission::pod::{Obj, PodView};
+use crate::admission::pod::{self, Obj, PodView, PodViewError};
 use crate::http::base64::write_base64;
 use crate::text;
 
@@ -72,19 +72,25 @@ pub(crate) struct IncomingRequest<'a> {
     // side effects, so a dry run is answered like any review.
     #[serde(default, rename = "dryRun")]
     _dry_run: bool,
-    /// The object of a Pod review, decoded with the review in one pass ([`OnePass`]); `object`
-    /// is then `None`.
+    /// The object of a Pod review, decoded by `parse_review` (or why it could not be);
+    /// `object` is then `None`.
     #[serde(skip)]
-    pub pod: Option<PodView<'a>>,
+    pub pod: Option<Result<PodView<'a>, PodViewError>>,
 }
 
 impl<'a> IncomingRequest<'a> {
     /// The object as the decision takes it.
     pub fn object(&self) -> Option<Object<'_>> {
         match (&self.pod, self.object) {
-            (Some(pod), _) => Some(Object::Pod(pod)),
+            (Some(Ok(pod)), _) => Some(Object::Pod(pod)),
+            (Some(Err(error)), _) => Some(Object::Unreadable(error)),
             (None, object) => object.map(Object::Text),
         }
+    }
+
+    /// Whether the object is a Pod's (the decision reads a Pod view of it).
+    fn is_pod(&self) -> bool {
+        self.kind.group.is_empty() && self.kind.kind == "Pod"
     }
 }
 
@@ -118,8 +124,13 @@ const UID_LIMIT: usize = 128;
 /// First in one pass ([`OnePass`]: a Pod is decoded with the review); a body that pass does
 /// not take is decoded again field by field ([`IncomingReview`]: the object kept as text), and
 /// one that does not decode at all is diagnosed. The second pass decides every review the
-/// first one refuses, so both accept the same reviews, with the same values; the second pass
-/// and the decision then explain what is wrong in the same words as before it existed.
+/// first one refuses, so both accept the same reviews, with the same values.
+///
+/// After a failed one pass, a Pod's text is decoded here with the path-tracking decoder
+/// straight away (`pod::decode_tracked`), which names the place of a fault in the words the
+/// decision used before: the one pass almost always failed on the Pod itself, and the
+/// decision's fast decoder could only fail on it again — for a Pod refused at its last byte,
+/// a whole extra pass over the body (the `refused_at_the_last_env_entry` hostile class).
 pub(crate) fn parse_review(text: &str) -> Result<IncomingRequest<'_>, Rejection> {
     if let Ok(review) = serde_json::from_str::<OnePassReview<'_>>(text)
         && let Some(request) = usable(review.api_version, review.kind, review.request.map(|r| r.0))
@@ -127,8 +138,13 @@ pub(crate) fn parse_review(text: &str) -> Result<IncomingRequest<'_>, Rejection>
         return Ok(request);
     }
     if let Ok(review) = serde_json::from_str::<IncomingReview<'_>>(text)
-        && let Some(request) = usable(review.api_version, review.kind, review.request)
+        && let Some(mut request) = usable(review.api_version, review.kind, review.request)
     {
+        if request.is_pod()
+            && let Some(raw) = request.object.take()
+        {
+            request.pod = Some(pod::decode_tracked(raw, "Pod"));
+        }
         return Ok(request);
     }
     Err(diagnose(text))
@@ -277,7 +293,7 @@ impl<'de> Visitor<'de> for OnePassVisitor {
             object: object.flatten(),
             old_object: old_object.flatten(),
             _dry_run: dry_run.unwrap_or_default(),
-            pod: pod.flatten(),
+            pod: pod.flatten().map(Ok),
         }))
     }
 }
@@ -622,16 +638,22 @@ mod tests {
     /// The request as the field-by-field decoder reads it, and the Pod as the decision
     /// would decode it from the object's text.
     fn field_by_field(text: &str) -> Option<(IncomingRequest<'_>, Option<String>)> {
+        let (request, pod) = field_by_field_outcome(text)?;
+        Some((request, pod.and_then(Result::ok)))
+    }
+
+    /// [`field_by_field`], with the decision's message when the Pod does not decode.
+    fn field_by_field_outcome(
+        text: &str,
+    ) -> Option<(IncomingRequest<'_>, Option<Result<String, String>>)> {
         let review = serde_json::from_str::<IncomingReview<'_>>(text).ok()?;
         let request = usable(review.api_version, review.kind, review.request)?;
-        let pod = match (
-            &request.object,
-            request.kind.kind.as_str(),
-            request.kind.group.is_empty(),
-        ) {
-            (Some(raw), "Pod", true) => crate::admission::pod::decode::<PodView<'_>>(raw, "Pod")
-                .ok()
-                .map(|view| format!("{view:?}")),
+        let pod = match (&request.object, request.is_pod()) {
+            (Some(raw), true) => Some(
+                pod::decode::<PodView<'_>>(raw, "Pod")
+                    .map(|view| format!("{view:?}"))
+                    .map_err(|e| e.to_string()),
+            ),
             _ => None,
         };
         Some((request, pod))
@@ -672,10 +694,9 @@ mod tests {
             ),
             "strings without escapes are borrowed from the body"
         );
-        let view = request
-            .pod
-            .as_ref()
-            .expect("the Pod decoded with the review");
+        let Some(Ok(view)) = request.pod.as_ref() else {
+            panic!("the Pod decoded with the review");
+        };
         assert_eq!(view.annotation("envlink.io/services"), Some("db"));
         let (legacy, legacy_pod) = field_by_field(text).expect("decodes field by field");
         assert!(legacy.object.is_some() && legacy_pod.is_some());
@@ -796,7 +817,15 @@ mod tests {
                         "one pass took a review the field-by-field decoder refuses: {text}"
                     )));
                 };
-                let one_pod = one.pod.as_ref().map(|view| format!("{view:?}"));
+                let one_pod = match &one.pod {
+                    Some(Ok(view)) => Some(format!("{view:?}")),
+                    Some(Err(e)) => {
+                        return Err(proptest::test_runner::TestCaseError::fail(format!(
+                            "the one pass took a review with an unreadable Pod ({e}): {text}"
+                        )));
+                    }
+                    None => None,
+                };
                 if one_pod.is_some() {
                     proptest::prop_assert!(legacy_pod.is_some(), "{text}");
                     proptest::prop_assert_eq!(
@@ -809,18 +838,30 @@ mod tests {
             }
             // The whole of parse_review: usable exactly when the field-by-field decoder
             // says so, with the same request; refused with the same diagnosis otherwise.
-            match (parse_review(&text), field_by_field(&text)) {
-                (Ok(parsed), Some((legacy, _))) => {
-                    let text_of = |r: &IncomingRequest<'_>| match r.object() {
-                        Some(Object::Pod(_)) | None => None,
-                        Some(Object::Text(raw)) => Some(raw.get().to_string()),
-                    };
+            // A Pod comes decoded, or refused with the decision's own message; any other
+            // object as the same text.
+            match (parse_review(&text), field_by_field_outcome(&text)) {
+                (Ok(parsed), Some((legacy, legacy_pod))) => {
                     proptest::prop_assert_eq!(&parsed.uid, &legacy.uid);
                     proptest::prop_assert_eq!(&parsed.kind, &legacy.kind);
                     proptest::prop_assert_eq!(&parsed.namespace, &legacy.namespace);
-                    if parsed.pod.is_none() {
-                        proptest::prop_assert_eq!(text_of(&parsed), text_of(&legacy));
-                    }
+                    let object = match parsed.object() {
+                        Some(Object::Pod(view)) => Some(Ok(format!("{view:?}"))),
+                        Some(Object::Unreadable(e)) => Some(Err(e.to_string())),
+                        Some(Object::Text(raw)) => {
+                            proptest::prop_assert!(!parsed.is_pod(), "{}", text);
+                            proptest::prop_assert_eq!(
+                                Some(raw.get()),
+                                legacy.object.map(RawValue::get)
+                            );
+                            None
+                        }
+                        None => {
+                            proptest::prop_assert!(legacy.object.is_none(), "{}", text);
+                            None
+                        }
+                    };
+                    proptest::prop_assert_eq!(object, legacy_pod);
                 }
                 (Err(rejection), None) => {
                     proptest::prop_assert_eq!(rejection.message, diagnose(&text).message);
