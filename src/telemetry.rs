@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
+mod line;
+pub use line::PlainLine;
+
 /// Log output format (`--log-format`). Defined here, at the bottom of the stack, so that
 /// telemetry needs nothing from the command line; the CLI takes it as a clap value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -234,7 +237,8 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
         // Colour codes only for a person at a terminal, not in files and log pipelines.
         .with_ansi(std::io::stderr().is_terminal());
     let result = match format {
-        LogFormat::Text => builder.with_target(true).try_init(),
+        // tracing-subscriber's `Full` format, written directly for plain events.
+        LogFormat::Text => builder.event_format(PlainLine::default()).try_init(),
         LogFormat::Json => builder
             .json()
             // Span fields (uid, namespace, ...) at the top level of each line, so log
