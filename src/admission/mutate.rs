@@ -166,13 +166,13 @@ fn judge_reserved(
 /// record a Pod author wrote on a new Pod gains nothing the annotation would not give — the
 /// missing-Service rule applies, `kubernetes` is added, and under `mode: annotated` a record
 /// alone (without `envlink.io/services`) injects nothing.
-fn choose_services(
-    pod: &PodView<'_>,
-    namespace: &str,
+fn choose_services<'a>(
+    pod: &'a PodView<'_>,
+    namespace: &'a str,
     catalog: &Snapshot,
     policy: &Policy,
     warnings: &mut text::Warnings,
-) -> Result<Option<Selection>, String> {
+) -> Result<Option<Selection<'a>>, String> {
     let config = &policy.config.services;
     if config.mode == InjectionMode::Off || !wants_injection(pod)? {
         return Ok(None);
@@ -235,7 +235,7 @@ fn wants_injection(pod: &PodView<'_>) -> Result<bool, String> {
     }
 }
 
-fn missing_text(namespace: &str, selection: &Selection) -> String {
+fn missing_text(namespace: &str, selection: &Selection<'_>) -> String {
     let annotation = if selection.source == Source::Recorded {
         ANNOTATION_INJECTED
     } else {
@@ -259,7 +259,7 @@ fn missing_text(namespace: &str, selection: &Selection) -> String {
     )
 }
 
-fn without_ip_text(selection: &Selection) -> String {
+fn without_ip_text(selection: &Selection<'_>) -> String {
     let one = selection.without_ip_count == 1;
     format!(
         "envlink: {} {} ha{} no cluster IP (headless or ExternalName) and give{} no variables",
@@ -273,7 +273,7 @@ fn without_ip_text(selection: &Selection) -> String {
 /// What a Pod is injected with.
 struct Injection<'s> {
     /// The Services, when the Pod is injected (chosen, and within both limits).
-    selection: Option<&'s Selection>,
+    selection: Option<&'s Selection<'s>>,
     /// Their variables, deduplicated (empty when over `services.maxVariables`).
     vars: InjectedVars,
     /// How many distinct variables the Services give (as reported in the decision).
@@ -286,7 +286,7 @@ struct Injection<'s> {
 /// against `services.maxVariables`, then planned per container and checked against
 /// [`MAX_INJECTED_ENTRIES`]. Over either limit nothing is injected, with a warning.
 fn plan_injection<'s>(
-    selection: Option<&'s Selection>,
+    selection: Option<&'s Selection<'s>>,
     pod: &PodView<'_>,
     catalog: &Snapshot,
     policy: &Policy,
@@ -364,7 +364,7 @@ struct Run<'s> {
 
 /// The chosen Services' variables rendered for this review, and where each Service's are.
 fn render_chosen<'s>(
-    selection: &'s Selection,
+    selection: &'s Selection<'s>,
     catalog: &Snapshot,
     policy: &Policy,
 ) -> (Rendered, Vec<Run<'s>>) {
@@ -675,12 +675,13 @@ fn build_patch(
                 value: Value::Bool(false),
             })));
         }
-        let injected = selection
-            .chosen
-            .iter()
-            .map(|c| c.reference.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut injected = String::new();
+        for (i, chosen) in selection.chosen.iter().enumerate() {
+            if i > 0 {
+                injected.push(',');
+            }
+            chosen.write_reference(&mut injected);
+        }
         // envlink's own record, read back on a reinvocation, is rewritten to itself: no op.
         // Anything else (a record a Pod author wrote) is replaced by the truth.
         if pod.annotation(ANNOTATION_INJECTED) != Some(injected.as_str()) {

@@ -9,15 +9,30 @@ use crate::config::ServicesConfig;
 use crate::servicelinks::{DEFAULT_NAMESPACE, MASTER_SERVICE_NAME, is_dns_label};
 use crate::text::{ECHO_LIMIT, LIST_LIMIT, clip};
 
-/// A chosen Service and how the `envlink.io/injected` annotation names it.
+/// A chosen Service and how the `envlink.io/injected` annotation names it. Borrows its
+/// namespace from the review (the Pod's namespace or the annotation's text), so choosing a
+/// Service allocates nothing beyond its place in the list.
 #[derive(Debug, Clone)]
-pub struct Chosen {
-    /// `name`, or `namespace/name` outside the Pod's namespace.
-    pub reference: String,
-    /// Namespace (for ordering ties).
-    pub namespace: String,
+pub struct Chosen<'a> {
+    /// The Service's namespace.
+    pub namespace: &'a str,
+    /// Whether the annotation names it `namespace/name` (outside the Pod's namespace, and
+    /// `default/kubernetes` when the Pod's namespace has a `kubernetes` of its own) rather
+    /// than `name`.
+    pub qualified: bool,
     /// The Service with its variables.
     pub service: Arc<LinkedService>,
+}
+
+impl Chosen<'_> {
+    /// Appends how the `envlink.io/injected` annotation names it: `name` or `namespace/name`.
+    pub fn write_reference(&self, out: &mut String) {
+        if self.qualified {
+            out.push_str(self.namespace);
+            out.push('/');
+        }
+        out.push_str(self.service.name());
+    }
 }
 
 /// Where the list of Services came from.
@@ -34,11 +49,11 @@ pub enum Source {
 
 /// The outcome of choosing Services for a Pod.
 #[derive(Debug, Clone)]
-pub struct Selection {
+pub struct Selection<'a> {
     /// Where the list came from.
     pub source: Source,
     /// Chosen Services, sorted by name then namespace.
-    pub chosen: Vec<Chosen>,
+    pub chosen: Vec<Chosen<'a>>,
     /// Named Services that do not exist (`namespace/name`): the first few, for messages.
     pub missing: Vec<String>,
     /// How many named Services do not exist.
@@ -75,15 +90,19 @@ pub enum ReferenceError {
 
 /// The kubelet's set for a Pod in `namespace`: its Services with a cluster IP when links are
 /// enabled, and the `kubernetes` Service (the namespace's own only when links are enabled).
-pub fn kubelet_selection(catalog: &Snapshot, namespace: &str, links_enabled: bool) -> Selection {
+pub fn kubelet_selection<'a>(
+    catalog: &Snapshot,
+    namespace: &'a str,
+    links_enabled: bool,
+) -> Selection<'a> {
     let mut chosen = Vec::new();
     let mut own_master = false;
     if links_enabled && let Some(index) = catalog.namespace(namespace) {
         for service in index.iter().filter(|s| s.has_cluster_ip()) {
             own_master |= service.name() == MASTER_SERVICE_NAME;
             chosen.push(Chosen {
-                reference: service.name().to_string(),
-                namespace: namespace.to_string(),
+                namespace,
+                qualified: false,
                 service: Arc::clone(service),
             });
         }
@@ -93,8 +112,8 @@ pub fn kubelet_selection(catalog: &Snapshot, namespace: &str, links_enabled: boo
         && master.has_cluster_ip()
     {
         chosen.push(Chosen {
-            reference: master_reference(catalog, namespace),
-            namespace: DEFAULT_NAMESPACE.to_string(),
+            namespace: DEFAULT_NAMESPACE,
+            qualified: master_qualified(catalog, namespace),
             service: Arc::clone(master),
         });
     }
@@ -115,14 +134,14 @@ pub fn kubelet_selection(catalog: &Snapshot, namespace: &str, links_enabled: boo
 ///
 /// Linear in the annotation: a Pod author may list fifty thousand names, so duplicates are
 /// found with a set (each lookup is a hash get in the review's snapshot, without a lock).
-pub fn listed_selection(
+pub fn listed_selection<'a>(
     catalog: &Snapshot,
-    namespace: &str,
+    namespace: &'a str,
     annotation: &'static str,
-    value: &str,
+    value: &'a str,
     config: &ServicesConfig,
     source: Source,
-) -> Result<Selection, ReferenceError> {
+) -> Result<Selection<'a>, ReferenceError> {
     let mut selection = Selection {
         source,
         chosen: Vec::new(),
@@ -131,7 +150,7 @@ pub fn listed_selection(
         without_ip: Vec::new(),
         without_ip_count: 0,
     };
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut seen: HashSet<(&'a str, &'a str)> = HashSet::new();
     let mut master_listed = false;
     let master = catalog.service(DEFAULT_NAMESPACE, MASTER_SERVICE_NAME);
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -184,14 +203,14 @@ pub fn listed_selection(
                 }
             }
             Some(service) => selection.chosen.push(Chosen {
-                reference: if target_ns == namespace {
-                    name.to_string()
+                namespace: target_ns,
+                qualified: if target_ns == namespace {
+                    false
                 } else if is_master_ref {
-                    master_reference(catalog, namespace)
+                    master_qualified(catalog, namespace)
                 } else {
-                    display()
+                    true
                 },
-                namespace: target_ns.to_string(),
                 service: Arc::clone(service),
             }),
         }
@@ -201,8 +220,8 @@ pub fn listed_selection(
         && master.has_cluster_ip()
     {
         selection.chosen.push(Chosen {
-            reference: master_reference(catalog, namespace),
-            namespace: DEFAULT_NAMESPACE.to_string(),
+            namespace: DEFAULT_NAMESPACE,
+            qualified: master_qualified(catalog, namespace),
             service: Arc::clone(master),
         });
     }
@@ -210,26 +229,21 @@ pub fn listed_selection(
     Ok(selection)
 }
 
-/// How the annotation names `default/kubernetes` for a Pod in `namespace`: plain
+/// Whether the annotation names `default/kubernetes` so for a Pod in `namespace`: plain
 /// `kubernetes` resolves back to it unless the namespace has its own with a cluster IP.
-fn master_reference(catalog: &Snapshot, namespace: &str) -> String {
-    let own = namespace != DEFAULT_NAMESPACE
+fn master_qualified(catalog: &Snapshot, namespace: &str) -> bool {
+    namespace != DEFAULT_NAMESPACE
         && catalog
             .service(namespace, MASTER_SERVICE_NAME)
-            .is_some_and(|s| s.has_cluster_ip());
-    if own {
-        format!("{DEFAULT_NAMESPACE}/{MASTER_SERVICE_NAME}")
-    } else {
-        MASTER_SERVICE_NAME.to_string()
-    }
+            .is_some_and(|s| s.has_cluster_ip())
 }
 
-fn sort(chosen: &mut [Chosen]) {
+fn sort(chosen: &mut [Chosen<'_>]) {
     chosen.sort_by(|a, b| {
         a.service
             .name()
             .cmp(b.service.name())
-            .then_with(|| a.namespace.cmp(&b.namespace))
+            .then_with(|| a.namespace.cmp(b.namespace))
     });
 }
 

@@ -246,7 +246,7 @@ impl ServiceState {
     /// When the Service was created, if after `pod_created`: a container started before
     /// then cannot have its variables.
     fn newer(&self, c: &Chosen, pod_created: Timestamp) -> Option<Timestamp> {
-        self.created(&c.namespace, c.service.name())
+        self.created(c.namespace, c.service.name())
             .filter(|t| *t > pod_created)
     }
 
@@ -313,7 +313,7 @@ impl ServiceState {
             listed
                 .chosen
                 .iter()
-                .map(|c| (c.namespace.clone(), c.service.name().to_string()))
+                .map(|c| (c.namespace.to_string(), c.service.name().to_string()))
                 .chain(
                     listed
                         .missing
@@ -350,7 +350,7 @@ impl ServiceState {
             return;
         };
         for c in &named.chosen {
-            if in_record(recorded, c) || !self.knows(&c.namespace) {
+            if in_record(recorded, c) || !self.knows(c.namespace) {
                 continue;
             }
             if let Some(time) = self.newer(c, pod_created) {
@@ -438,7 +438,7 @@ impl ServiceState {
 
 /// Whether envlink's record holds this Service.
 fn in_record(recorded: &HashSet<(String, String)>, c: &Chosen) -> bool {
-    recorded.contains(&(c.namespace.clone(), c.service.name().to_string()))
+    recorded.contains(&(c.namespace.to_string(), c.service.name().to_string()))
 }
 
 /// The containers whose environment service variables reach: init and regular ones (the
