@@ -18,8 +18,12 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
+#[cfg(test)]
+mod format_tests;
+mod json;
 mod line;
-pub use line::PlainLine;
+pub use json::PlainJson;
+pub use line::{PlainLine, Rfc3339Micros};
 
 /// Log output format (`--log-format`). Defined here, at the bottom of the stack, so that
 /// telemetry needs nothing from the command line; the CLI takes it as a clap value.
@@ -239,14 +243,10 @@ pub fn init(format: LogFormat) -> Result<LogGuard, TelemetryError> {
     let result = match format {
         // tracing-subscriber's `Full` format, written directly for plain events.
         LogFormat::Text => builder.event_format(PlainLine::default()).try_init(),
-        LogFormat::Json => builder
-            .json()
-            // Span fields (uid, namespace, ...) at the top level of each line, so log
-            // pipelines can index them without digging into nested span lists.
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        // The event's fields (uid, namespace, ...) at the top level of each line, so log
+        // pipelines index them without digging into nested objects; the current span's
+        // fields under `span`, no span list (`PlainJson`); written directly for plain events.
+        LogFormat::Json => builder.json().event_format(PlainJson::default()).try_init(),
     };
     result.map_err(|_| TelemetryError::AlreadySet)?;
     Ok(guard)

@@ -100,9 +100,8 @@ where
     }
 }
 
-/// Whether `event` may take the direct path: no colours, no span in scope (the `Full` format
-/// would print the spans and their fields), and not a `log` record (whose metadata the
-/// `Full` format takes from its `log.*` fields).
+/// Whether `event` may take the direct path: no colours, no span in its scope (the `Full`
+/// format would print the spans and their fields), and not a `log` record.
 fn is_plain<S, N>(ctx: &FmtContext<'_, S, N>, writer: &Writer<'_>, event: &Event<'_>) -> bool
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -112,11 +111,17 @@ where
         && ctx
             .event_scope()
             .is_none_or(|mut scope| scope.next().is_none())
-        && !event
-            .metadata()
-            .fields()
-            .iter()
-            .any(|field| field.name().starts_with("log."))
+        && !is_log_record(event)
+}
+
+/// Whether `event` is a record of the `log` crate bridged into tracing: the formats take its
+/// metadata from its `log.*` fields and leave those fields out.
+pub(super) fn is_log_record(event: &Event<'_>) -> bool {
+    event
+        .metadata()
+        .fields()
+        .iter()
+        .any(|field| field.name().starts_with("log."))
 }
 
 /// The level as the `Full` format writes it without colours (right-aligned in five).
@@ -295,186 +300,5 @@ impl fmt::Write for Sanitizing<'_, '_> {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use proptest::prelude::*;
-    use tracing_subscriber::fmt::MakeWriter;
-
-    use super::*;
-
-    /// Collects formatted lines.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
-            self.clone()
-        }
-    }
-
-    fn fixed_time(writer: &mut Writer<'_>) -> fmt::Result {
-        writer.write_str("2026-12-02T21:00:00.123456Z")
-    }
-
-    #[derive(Debug, Clone, Copy)]
-    struct Setting {
-        ansi: bool,
-        sanitize: bool,
-    }
-
-    /// What `log` writes under the `Full` format (`plain == false`) or [`PlainLine`].
-    fn output(setting: Setting, plain: bool, log: impl FnOnce()) -> String {
-        let lines = Lines::default();
-        let timer = fixed_time as fn(&mut Writer<'_>) -> fmt::Result;
-        let builder = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(lines.clone())
-            .with_ansi(setting.ansi)
-            .with_ansi_sanitization(setting.sanitize)
-            .with_timer(timer);
-        if plain {
-            let subscriber = builder.event_format(PlainLine::with_timer(timer)).finish();
-            tracing::subscriber::with_default(subscriber, log);
-        } else {
-            let subscriber = builder.with_target(true).finish();
-            tracing::subscriber::with_default(subscriber, log);
-        }
-        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer: {0}")]
-    struct Outer(#[source] Inner);
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("inner {0}")]
-    struct Inner(String);
-
-    /// Events of every shape envlink logs and a few more, with `text` and `number` in them.
-    fn log_all(text: &str, number: u64, signed: i64, flag: bool) {
-        tracing::info!(
-            endpoint = "/mutate",
-            uid = text,
-            namespace = text,
-            patch_bytes = number,
-            duration_us = number,
-            "review answered"
-        );
-        tracing::warn!(error = %text, status = 400u64, "review refused at the HTTP level");
-        tracing::error!(value = signed, flag, r#type = text, "done {text}");
-        tracing::debug!(message = text, other = ?text);
-        tracing::trace!(message = number, list = ?[text, text]);
-        tracing::info!(
-            cause = &Outer(Inner(text.to_string())) as &(dyn std::error::Error + 'static)
-        );
-        tracing::info!(
-            cause = &Inner(text.to_string()) as &(dyn std::error::Error + 'static),
-            "plain error"
-        );
-        tracing::info!(ratio = 0.5f64, big = u128::from(number), "{text:?}");
-        tracing::info!("{}", text);
-        tracing::info!(target: "envlink::custom", text, "targeted");
-        let span = tracing::info_span!("watch", kind = text);
-        span.in_scope(|| tracing::info!(text, "inside a span"));
-    }
-
-    /// Strings from the classes that take different paths: plain ASCII, quotes and
-    /// backslashes, controls (terminal escapes included), C1 controls, other Unicode.
-    fn text() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            prop_oneof![
-                4 => "[a-zA-Z0-9 ./:_-]{0,12}",
-                1 => Just("\"".to_string()),
-                1 => Just("\\".to_string()),
-                1 => Just("\u{1b}[31m".to_string()),
-                1 => prop::sample::select(vec!['\x07', '\x08', '\x0c', '\x7f', '\t', '\n', '\r', '\0'])
-                    .prop_map(String::from),
-                1 => (0x80u32..0xa0).prop_map(|c| char::from_u32(c).unwrap().to_string()),
-                1 => any::<char>().prop_map(String::from),
-                1 => Just("é\u{301}".to_string()),
-            ],
-            0..6,
-        )
-        .prop_map(|pieces| pieces.concat())
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn plain_line_writes_what_the_full_format_writes(
-            text in text(),
-            number in any::<u64>(),
-            signed in any::<i64>(),
-            flag in any::<bool>(),
-            ansi in any::<bool>(),
-            sanitize in any::<bool>(),
-        ) {
-            let setting = Setting { ansi, sanitize };
-            let full = output(setting, false, || log_all(&text, number, signed, flag));
-            let plain = output(setting, true, || log_all(&text, number, signed, flag));
-            prop_assert_eq!(plain, full);
-        }
-    }
-
-    #[test]
-    fn the_timestamp_is_tracing_subscribers_own() {
-        // Both read the clock: compare to the second, and try again across a second's edge.
-        for _ in 0..10 {
-            let mut ours = String::new();
-            let mut theirs = String::new();
-            Rfc3339Micros
-                .format_time(&mut Writer::new(&mut ours))
-                .unwrap();
-            SystemTime
-                .format_time(&mut Writer::new(&mut theirs))
-                .unwrap();
-            assert_eq!(ours.len(), theirs.len(), "{ours} against {theirs}");
-            assert_eq!(ours.len(), "2026-12-02T21:00:00.123456Z".len());
-            assert!(ours.ends_with('Z') && ours.as_bytes()[19] == b'.', "{ours}");
-            if ours[..19] == theirs[..19] {
-                return;
-            }
-        }
-        panic!("the two timers never agreed to the second");
-    }
-
-    #[test]
-    fn the_review_line_is_written_as_before() {
-        let setting = Setting {
-            ansi: false,
-            sanitize: true,
-        };
-        let log = || {
-            tracing::info!(
-                endpoint = "/mutate",
-                uid = "705ab4f5-6393-11e8-b7cc-42010a800002",
-                namespace = "team-a",
-                decision = "patched",
-                patch_bytes = 13_000u64,
-                "review answered"
-            );
-        };
-        let expected = "2026-12-02T21:00:00.123456Z  INFO envlink::telemetry::line::tests: \
-            review answered endpoint=\"/mutate\" uid=\"705ab4f5-6393-11e8-b7cc-42010a800002\" \
-            namespace=\"team-a\" decision=\"patched\" patch_bytes=13000\n";
-        assert_eq!(output(setting, true, log), expected);
-        assert_eq!(output(setting, false, log), expected);
     }
 }
