@@ -255,6 +255,14 @@ thread_ticks() {
     printf '%s %s\n' "${name// /_}" $((${12} + ${13}))
   done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}'
 }
+# Context switches of every live thread of the processes: "voluntary involuntary".
+ctxt_switches() {
+  local pid
+  for pid in "$@"; do
+    cat /proc/"$pid"/task/*/status 2>/dev/null || true
+  done | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
+              END {printf "%d %d\n", v, n}'
+}
 # Busy ticks of the whole machine (everything but idle and iowait), from /proc/stat.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); }
@@ -287,7 +295,7 @@ run_phase() {
   if [[ $target == nginx ]]; then read -r -a pids <<<"$(nginx_pids)"; else pids=("${PID[$target]}"); fi
   # warm-up (connections, TLS sessions, allocator), not recorded
   nice -n "$NICE" "$OHA" "${ARGS[@]}" -z 2s "$url" >/dev/null 2>&1 || true
-  local load0 t0 t1 m0 m1 th0="" th1="" perf_pid="" oha_times
+  local load0 t0 t1 m0 m1 c0 c1 th0="" th1="" perf_pid="" oha_times
   load0=$(cut -d' ' -f1 /proc/loadavg)
   if ((PERF)) && [[ $target == envlink && $round == 1 ]]; then
     perf record -F 999 -g -o "$WORK/perf-$sc-$proto-$phase.data" -p "${PID[envlink]}" >/dev/null 2>&1 &
@@ -296,11 +304,13 @@ run_phase() {
   fi
   [[ $target == nginx ]] || th0=$(thread_ticks "${pids[0]}")
   m0=$(machine_ticks)
+  c0=$(ctxt_switches "${pids[@]}")
   t0=$(cpu_ticks "${pids[@]}")
   # `times` in the subshell: the CPU time of its children, i.e. oha's own.
   oha_times=$( { nice -n "$NICE" "$OHA" "${ARGS[@]}" -z "${DURATION}s" "$url" \
       >"$WORK/oha-$tag.json" 2>"$WORK/oha-$tag.err" || echo "failed"; times; } | tail -1)
   t1=$(cpu_ticks "${pids[@]}")
+  c1=$(ctxt_switches "${pids[@]}")
   m1=$(machine_ticks)
   [[ $target == nginx ]] || th1=$(thread_ticks "${pids[0]}")
   [[ $oha_times != failed* ]] || die "oha failed: $(cat "$WORK/oha-$tag.err")"
@@ -328,7 +338,7 @@ run_phase() {
   jq -c --arg sc "$sc" --arg target "$target" --arg phase "$phase" --arg proto "$proto" \
      --argjson round "$round" --argjson rate "$RATE" --argjson cpu "$(us $((t1 - t0)))" \
      --argjson machine "$(us $((m1 - m0)))" --argjson oha "$oha_us" --argjson threads "$threads" \
-     --argjson load "$load0" --arg conns "$(if [[ $proto == h2 ]]; then echo "${H2_CONNS}x$H2_STREAMS"; else echo "$CONNS"; fi)" '
+     --argjson load "$load0" --arg c0 "$c0" --arg c1 "$c1" --arg conns "$(if [[ $proto == h2 ]]; then echo "${H2_CONNS}x$H2_STREAMS"; else echo "$CONNS"; fi)" '
     def ms: if . == null then null else (. * 1000000 | round) / 1000 end;
     ([.statusCodeDistribution[]] | add // 0) as $n |
     def per: if $n > 0 then (. / $n | round) else null end;
@@ -348,6 +358,9 @@ run_phase() {
      server_cpu_s: ($cpu / 1000000),
      server_cpu_us_per_request: ($cpu | per),
      server_cpu_us_per_request_by_thread: ($threads | map_values(per)),
+     server_switches_per_1000_requests: ([$c0, $c1] | map(split(" ") | map(tonumber)) as [$a, $b] |
+       def k: if $n > 0 then (. * 1000 / $n | round) else null end;
+       {voluntary: (($b[0] - $a[0]) | k), involuntary: (($b[1] - $a[1]) | k)}),
      loadgen_cpu_us_per_request: ($oha | per),
      other_cpu_s: ((($machine - $cpu - $oha) / 1000) | round / 1000),
      loadavg_1m_at_start: $load}' "$WORK/oha-$tag.json" >>"$RESULTS"
