@@ -14,6 +14,12 @@
 //! that goes straight through; so a connection holds at most `HIGH_WATER` here (a peer that
 //! stops reading holds the connection back by the transport's buffers, as before). A
 //! shutdown writes everything out before it closes.
+//!
+//! HTTP/1.1 needs none of it (hyper writes each answer's head and body with one vectored
+//! write and one flush), so its connections write straight through ([`direct`]). When TLS
+//! did not say which protocol the client speaks (no ALPN — a client with HTTP/2 disabled,
+//! or a load generator), [`sniffing`] tells them apart by the first bytes read: the HTTP/2
+//! connection preface, or anything else.
 
 use std::future::Future;
 use std::io;
@@ -38,11 +44,52 @@ struct Shared<T> {
     flush_wanted: bool,
     /// Writing out failed: every later call of the connection fails with this.
     failed: Option<io::ErrorKind>,
-    /// Writes and flushes go straight to `io` ([`direct`]).
-    direct: bool,
+    /// Whether writes and flushes go straight to `io` ([`direct`]), or not yet known.
+    mode: Mode,
+}
+
+/// How a connection's writes reach the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Gathered and written out after each poll (HTTP/2).
+    Coalesce,
+    /// Straight to the transport (HTTP/1.1).
+    Direct,
+    /// Coalesced until the first bytes read tell HTTP/2's preface (of which `matched` bytes
+    /// have been seen) from anything else.
+    Sniff { matched: usize },
+}
+
+/// What an HTTP/2 client sends first (RFC 9113, section 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Mode {
+    /// The mode once `read` more bytes have come in.
+    fn after_reading(self, read: &[u8]) -> Mode {
+        let Mode::Sniff { matched } = self else {
+            return self;
+        };
+        let expected = &H2_PREFACE[matched..];
+        let compared = read.len().min(expected.len());
+        if read[..compared] != expected[..compared] {
+            Mode::Direct
+        } else if compared == expected.len() {
+            Mode::Coalesce
+        } else {
+            Mode::Sniff {
+                matched: matched + compared,
+            }
+        }
+    }
 }
 
 impl<T> Shared<T> {
+    /// Whether writes go straight to `io`: in direct mode, once nothing gathered before is
+    /// still waiting (which keeps the order if a connection wrote before its mode was known).
+    fn writes_direct(&self) -> bool {
+        self.mode == Mode::Direct && self.pending.is_empty() && !self.flush_wanted
+    }
+
     /// The error the connection gets once writing out has failed.
     fn check(&self) -> io::Result<()> {
         match self.failed {
@@ -85,23 +132,31 @@ impl<T: AsyncWrite + Unpin> Shared<T> {
 /// Wraps `io`: the connection gets the [`CoalescingIo`], the caller wraps the connection's
 /// future with [`Coalesced::new`] and the returned [`WriteOut`].
 pub fn coalescing<T>(io: T) -> (CoalescingIo<T>, WriteOut<T>) {
-    wrap(io, false)
+    wrap(io, Mode::Coalesce)
 }
 
 /// The same two halves, but writes and flushes go straight to `io`: for HTTP/1.1, where
 /// hyper already writes an answer's head and body with one vectored write and one flush,
 /// so copying them into the buffer first would only cost a copy of every answer.
 pub fn direct<T>(io: T) -> (CoalescingIo<T>, WriteOut<T>) {
-    wrap(io, true)
+    wrap(io, Mode::Direct)
 }
 
-fn wrap<T>(io: T, direct: bool) -> (CoalescingIo<T>, WriteOut<T>) {
+/// The same two halves for a connection whose protocol is not known yet: coalescing if
+/// the first bytes read are HTTP/2's connection preface, direct as soon as they are not.
+/// (hyper-util's `auto` connection reads the client's first bytes before it picks a
+/// protocol, so nothing is written before the mode is known; were it, it would be gathered.)
+pub fn sniffing<T>(io: T) -> (CoalescingIo<T>, WriteOut<T>) {
+    wrap(io, Mode::Sniff { matched: 0 })
+}
+
+fn wrap<T>(io: T, mode: Mode) -> (CoalescingIo<T>, WriteOut<T>) {
     let shared = Arc::new(Mutex::new(Shared {
         io,
         pending: Vec::new(),
         flush_wanted: false,
         failed: None,
-        direct,
+        mode,
     }));
     (CoalescingIo(shared.clone()), WriteOut(shared))
 }
@@ -125,7 +180,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for CoalescingIo<T> {
     ) -> Poll<io::Result<()>> {
         let mut shared = lock(&self.0);
         shared.check()?;
-        Pin::new(&mut shared.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut shared.io).poll_read(cx, buf))?;
+        shared.mode = shared.mode.after_reading(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -145,7 +203,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     ) -> Poll<io::Result<usize>> {
         let mut shared = lock(&self.0);
         shared.check()?;
-        if shared.direct {
+        if shared.writes_direct() {
             return Pin::new(&mut shared.io).poll_write_vectored(cx, bufs);
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -169,7 +227,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescingIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut shared = lock(&self.0);
         shared.check()?;
-        if shared.direct {
+        if shared.writes_direct() {
             return Pin::new(&mut shared.io).poll_flush(cx);
         }
         // Done by `Coalesced` once the connection's poll returns.
@@ -271,6 +329,8 @@ mod tests {
         flushes: Arc<AtomicUsize>,
         per_call: Option<usize>,
         fail: bool,
+        /// What reads return, one chunk per call; then the end of the stream.
+        reads: Arc<Mutex<std::collections::VecDeque<Vec<u8>>>>,
     }
 
     impl Recorder {
@@ -307,9 +367,12 @@ mod tests {
         fn poll_read(
             self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
-            _buf: &mut ReadBuf<'_>,
+            buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            // End of stream.
+            // The next chunk, or nothing: the end of the stream.
+            if let Some(chunk) = self.reads.lock().expect("lock").pop_front() {
+                buf.put_slice(&chunk);
+            }
             Poll::Ready(Ok(()))
         }
     }
@@ -437,5 +500,95 @@ mod tests {
             result.expect_err("the read fails").kind(),
             io::ErrorKind::BrokenPipe
         );
+    }
+
+    /// A transport whose reads return `chunks`, one per call.
+    fn reading(chunks: &[&[u8]]) -> Recorder {
+        let transport = Recorder::default();
+        transport
+            .reads
+            .lock()
+            .expect("lock")
+            .extend(chunks.iter().map(|c| c.to_vec()));
+        transport
+    }
+
+    /// Reads a connection's first bytes, then writes an answer in two writes and a flush;
+    /// returns what the transport saw during the connection's poll.
+    async fn first_bytes_then_answer(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let transport = reading(chunks);
+        let (mut io, out) = sniffing(transport.clone());
+        let probe = transport.clone();
+        let connection = async move {
+            let mut read = Vec::new();
+            io.read_to_end(&mut read).await?;
+            io.write_all(b"head").await?;
+            io.write_all(b"+body").await?;
+            io.flush().await?;
+            io::Result::Ok(probe.writes())
+        };
+        let during_poll = Coalesced::new(connection, out).await.expect("written");
+        assert_eq!(
+            transport.writes().concat(),
+            b"head+body",
+            "everything out, in order"
+        );
+        during_poll
+    }
+
+    /// Without ALPN, HTTP/1.1 is told by its first bytes and written straight through; the
+    /// HTTP/2 preface, in one read or split anywhere, keeps the writes gathered.
+    #[tokio::test]
+    async fn the_first_bytes_tell_http1_from_http2() {
+        let direct = [b"head".to_vec(), b"+body".to_vec()];
+        assert_eq!(
+            first_bytes_then_answer(&[b"POST /mutate HTTP/1.1\r\n"]).await,
+            direct
+        );
+        assert_eq!(
+            first_bytes_then_answer(&[b"PRI * HTTP/1.1\r\n"]).await,
+            direct
+        );
+        assert_eq!(
+            first_bytes_then_answer(&[b"P", b"UT / HTTP/1.1"]).await,
+            direct
+        );
+        for at in 0..=H2_PREFACE.len() {
+            let (first, rest) = H2_PREFACE.split_at(at);
+            let with_frame = [rest, b"\0\0\0\x04\0\0\0\0\0"].concat();
+            assert_eq!(
+                first_bytes_then_answer(&[first, &with_frame]).await,
+                Vec::<Vec<u8>>::new(),
+                "preface split at {at}: nothing written during the poll"
+            );
+        }
+        // Too little to tell before the stream ends: gathered, as for HTTP/2.
+        assert_eq!(
+            first_bytes_then_answer(&[b"PRI * HT"]).await,
+            Vec::<Vec<u8>>::new()
+        );
+    }
+
+    /// The mode moves only forward from sniffing, and only on what was read.
+    #[test]
+    fn the_mode_follows_the_bytes_read() {
+        let start = Mode::Sniff { matched: 0 };
+        assert_eq!(start.after_reading(b""), start);
+        assert_eq!(start.after_reading(b"PRI"), Mode::Sniff { matched: 3 });
+        assert_eq!(start.after_reading(H2_PREFACE), Mode::Coalesce);
+        assert_eq!(start.after_reading(b"GET / HTTP/1.1"), Mode::Direct);
+        for byte in 0..H2_PREFACE.len() {
+            let mut other = H2_PREFACE.to_vec();
+            other[byte] ^= 0x20;
+            assert_eq!(
+                start.after_reading(&other),
+                Mode::Direct,
+                "byte {byte} differs"
+            );
+        }
+        for settled in [Mode::Coalesce, Mode::Direct] {
+            assert_eq!(settled.after_reading(b"GET /"), settled);
+            assert_eq!(settled.after_reading(H2_PREFACE), settled);
+        }
     }
 }

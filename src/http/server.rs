@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use super::coalesce::{Coalesced, coalescing, direct};
+use super::coalesce::{Coalesced, coalescing, direct, sniffing};
 use super::workers::Workers;
 
 /// Connection-level limits of one listener.
@@ -328,6 +328,17 @@ impl Slots {
 const MAX_SLOTS: usize = 1 << 20;
 
 /// One accepted connection and what it needs to be served.
+/// How a connection's writes reach its transport (see `coalesce`).
+#[derive(Debug, Clone, Copy)]
+enum Writes {
+    /// HTTP/2: gathered, one write per poll of the connection.
+    Coalesced,
+    /// HTTP/1.1: straight through.
+    Direct,
+    /// Not known before the first bytes: HTTP/2's preface or not.
+    ByPreface,
+}
+
 struct Connection {
     peer: SocketAddr,
     transport: Transport,
@@ -347,15 +358,17 @@ impl Connection {
             match &self.transport {
                 Transport::Tls(acceptor) => match acceptor.accept(tcp).await {
                     Ok(stream) => {
-                        // HTTP/1.1 agreed by ALPN: hyper already writes each answer in one
-                        // go. Anything else (h2, or no ALPN, where hyper may still see an
-                        // HTTP/2 preface) coalesces.
-                        let http1 = stream.get_ref().1.alpn_protocol() == Some(b"http/1.1");
-                        self.serve(stream, entry, !http1).await
+                        let writes = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"http/1.1") => Writes::Direct,
+                            Some(b"h2") => Writes::Coalesced,
+                            // No ALPN: hyper tells the protocol by the first bytes.
+                            _ => Writes::ByPreface,
+                        };
+                        self.serve(stream, entry, writes).await
                     }
                     Err(error) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 },
-                Transport::Plain => self.serve(tcp, entry, true).await,
+                Transport::Plain => self.serve(tcp, entry, Writes::ByPreface).await,
             }
         };
         tokio::select! {
@@ -364,7 +377,7 @@ impl Connection {
         }
     }
 
-    async fn serve<I>(&self, io: I, entry: Arc<Entry>, coalesce: bool)
+    async fn serve<I>(&self, io: I, entry: Arc<Entry>, writes: Writes)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -382,8 +395,13 @@ impl Connection {
                 response
             }
         });
-        // The connection's writes of one poll go out in one write after it (see `coalesce`).
-        let (io, write_out) = if coalesce { coalescing(io) } else { direct(io) };
+        // HTTP/2's writes of one poll go out in one write after it; HTTP/1.1 already writes
+        // each answer in one go (see `coalesce`).
+        let (io, write_out) = match writes {
+            Writes::Coalesced => coalescing(io),
+            Writes::Direct => direct(io),
+            Writes::ByPreface => sniffing(io),
+        };
         let connection = self
             .builder
             .serve_connection(TokioIo::new(io), service)
