@@ -2,7 +2,7 @@
 # bench/load.sh — HTTPS load test of `envlink serve` against a fixed-body nginx baseline.
 #
 # Usage: bench/load.sh [-d SECONDS] [-s s1,s2] [-P h1,h2] [--phases LIST] [--rounds N]
-#                      [--compare BIN] [--nice N] [--perf] [-o FILE]
+#                      [--compare BIN] [--nice N] [--perf] [--topology T] [-o FILE]
 #
 #   -d SECONDS      length of each measured phase (default 15; warm-up 2 s extra per target)
 #   -c N            HTTP/1.1 keep-alive connections (default 16)
@@ -19,6 +19,13 @@
 #                   "Which method tells the truth")
 #   --perf          also `perf record -g` envlink during the first round of every phase; the
 #                   reports (perf report --no-children, top entries) go next to the results
+#   --topology T    how each server spreads the connections over the 2 cores (BENCHMARKS.md,
+#                   "Where each server runs"):
+#                     accept (default) nginx: 2 workers, whichever accepts first takes a
+#                              connection (often all of them); envlink: its serving threads
+#                     one      nginx: 1 worker; envlink: --serve-threads 1
+#                     even     nginx: 2 workers, one listening socket each (reuseport: the
+#                              kernel spreads the connections); envlink: --serve-threads 2
 #   -o FILE         results file (default bench/results/load-<UTC time>.json)
 #
 # Environment: ENVLINK_BIN (default: cargo build --release, then target/release/envlink),
@@ -63,6 +70,7 @@ OUT=""
 # phase measures a different machine for each target; BENCHMARKS.md says why and what it
 # changed.
 NICE=0
+TOPOLOGY=accept
 
 while (($#)); do
   case "$1" in
@@ -77,6 +85,7 @@ while (($#)); do
     --rounds) ROUNDS=$2; shift 2 ;;
     --compare) COMPARE=$2; shift 2 ;;
     --perf) PERF=1; shift ;;
+    --topology) TOPOLOGY=$2; shift 2 ;;
     -o) OUT=$2; shift 2 ;;
     -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
@@ -85,6 +94,13 @@ done
 
 log() { printf '[load] %s\n' "$*" >&2; }
 die() { printf '[load] ERROR: %s\n' "$*" >&2; exit 1; }
+
+case "$TOPOLOGY" in
+  accept) NGINX_WORKERS=2; NGINX_REUSEPORT=""; SERVE_THREADS=() ;;
+  one) NGINX_WORKERS=1; NGINX_REUSEPORT=""; SERVE_THREADS=(--serve-threads 1) ;;
+  even) NGINX_WORKERS=2; NGINX_REUSEPORT=" reuseport"; SERVE_THREADS=(--serve-threads 2) ;;
+  *) die "unknown --topology: $TOPOLOGY (accept, one, even)" ;;
+esac
 
 OHA=${OHA:-$(command -v oha || true)}
 [[ -n "$OHA" ]] || OHA=$HOME/.cargo/bin/oha
@@ -161,7 +177,7 @@ start_envlink() { # scenario target binary -> sets PORT[target], PID[target]
   local sc=$1 target=$2 bin=$3 port mport pid
   port=$(free_port)
   mport=$(free_port)
-  nice -n "$NICE" "$bin" serve --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
+  nice -n "$NICE" "$bin" serve "${SERVE_THREADS[@]}" --listen "127.0.0.1:$port" --metrics-listen "127.0.0.1:$mport" \
     --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
     --services-file "$WORK/$sc-services.json" </dev/null >"$WORK/$target-$sc.log" 2>&1 &
   pid=$!
@@ -190,7 +206,7 @@ start_nginx() {
   echo ok >"$WORK/www/index.html"
   chmod 755 "$WORK" "$WORK/www"   # nginx workers run as an unprivileged user
   cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $NGINX_WORKERS;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 daemon off;
@@ -211,7 +227,7 @@ http {
   server {
     # HTTP/2 by ALPN on the same port (nginx 1.22 syntax), with nginx's default HTTP/2
     # settings (128 concurrent streams, 8 KiB DATA chunks).
-    listen 127.0.0.1:$NGINX_PORT ssl http2;
+    listen 127.0.0.1:$NGINX_PORT ssl http2$NGINX_REUSEPORT;
     ssl_certificate $WORK/tls.crt;
     ssl_certificate_key $WORK/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -263,6 +279,15 @@ ctxt_switches() {
   done | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
               END {printf "%d %d\n", v, n}'
 }
+# CPU ticks of each process ("nginx-PID ticks" lines): nginx's workers.
+process_ticks() {
+  local pid f
+  for pid in "$@"; do
+    f=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+    set -- $f
+    printf 'nginx-%s %s\n' "$pid" $((${12} + ${13}))
+  done
+}
 # Busy ticks of the whole machine (everything but idle and iowait), from /proc/stat.
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 nginx_pids() { echo "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); }
@@ -302,7 +327,7 @@ run_phase() {
     perf_pid=$!
     sleep 0.3
   fi
-  [[ $target == nginx ]] || th0=$(thread_ticks "${pids[0]}")
+  if [[ $target == nginx ]]; then th0=$(process_ticks "${pids[@]}"); else th0=$(thread_ticks "${pids[0]}"); fi
   m0=$(machine_ticks)
   c0=$(ctxt_switches "${pids[@]}")
   t0=$(cpu_ticks "${pids[@]}")
@@ -312,7 +337,7 @@ run_phase() {
   t1=$(cpu_ticks "${pids[@]}")
   c1=$(ctxt_switches "${pids[@]}")
   m1=$(machine_ticks)
-  [[ $target == nginx ]] || th1=$(thread_ticks "${pids[0]}")
+  if [[ $target == nginx ]]; then th1=$(process_ticks "${pids[@]}"); else th1=$(thread_ticks "${pids[0]}"); fi
   [[ $oha_times != failed* ]] || die "oha failed: $(cat "$WORK/oha-$tag.err")"
   jq -e '(.statusCodeDistribution["200"] // 0) > 0 and .summary.successRate >= 0.999' \
     "$WORK/oha-$tag.json" >/dev/null ||
@@ -328,7 +353,7 @@ run_phase() {
   local oha_us
   oha_us=$(awk '{n = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); n += a[1] * 60 + a[2] }
                  printf "%d", n * 1000000}' <<<"$oha_times")
-  # envlink's CPU by thread name over the phase (threads that ended meanwhile: "exited")
+  # envlink's CPU by thread name, nginx's by process, over the phase
   local threads='{}'
   if [[ -n "$th1" ]]; then
     threads=$(join -a 2 -e 0 -o 0,1.2,2.2 <(sort <<<"$th0") <(sort <<<"$th1") |
@@ -358,6 +383,8 @@ run_phase() {
      server_cpu_s: ($cpu / 1000000),
      server_cpu_us_per_request: ($cpu | per),
      server_cpu_us_per_request_by_thread: ($threads | map_values(per)),
+     server_busiest_thread_share: (if $cpu > 0 and ($threads | length) > 0
+       then (([$threads[]] | max) / $cpu * 100 | round) / 100 else null end),
      server_switches_per_1000_requests: ([$c0, $c1] | map(split(" ") | map(tonumber)) as [$a, $b] |
        def k: if $n > 0 then (. * 1000 / $n | round) else null end;
        {voluntary: (($b[0] - $a[0]) | k), involuntary: (($b[1] - $a[1]) | k)}),
@@ -438,14 +465,14 @@ MACHINE=$(jq -n --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- 
   '{cpu: $cpu, nproc: $nproc, mem_kb: $mem, kernel: $kernel, nginx: $nginx, oha: $oha}')
 # Ratios per scenario, protocol and phase, from the median of the rounds of each target.
 jq -s --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" --argjson machine "$MACHINE" --argjson nice "$NICE" \
-  --argjson duration "$DURATION" --argjson rounds "$ROUNDS" --arg compare "$COMPARE" \
+  --argjson duration "$DURATION" --argjson rounds "$ROUNDS" --arg compare "$COMPARE" --arg topology "$TOPOLOGY" \
   --arg date "$(date -u +%FT%TZ)" '
   def median: map(select(. != null)) | sort | if length == 0 then null
     elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   def ratio($a; $b): if $a == null or $b == null or $b == 0 then null else ($a / $b * 100 | round) / 100 end;
   def med($rows; $t; f): [$rows[] | select(.target == $t) | f] | median;
   {date: $date, git_rev: $rev, src_uncommitted_changes: $dirty, machine: $machine,
-   phase_seconds: $duration, rounds: $rounds, nice: $nice,
+   phase_seconds: $duration, rounds: $rounds, nice: $nice, topology: $topology,
    compare_binary: (if $compare == "" then null else $compare end), phases: .,
    ratios: ([group_by([.scenario, .protocol, .phase])[] | . as $rows |
      {scenario: .[0].scenario, protocol: .[0].protocol, phase: .[0].phase,
@@ -453,6 +480,8 @@ jq -s --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" --argjson machine "$MACH
       p99_ms: {envlink: med($rows; "envlink"; .p99_ms), base: med($rows; "base"; .p99_ms), nginx: med($rows; "nginx"; .p99_ms)},
       cpu_us_per_request: {envlink: med($rows; "envlink"; .server_cpu_us_per_request),
         base: med($rows; "base"; .server_cpu_us_per_request), nginx: med($rows; "nginx"; .server_cpu_us_per_request)},
+      busiest_thread_share: {envlink: med($rows; "envlink"; .server_busiest_thread_share),
+        nginx: med($rows; "nginx"; .server_busiest_thread_share)},
       loadavg: ([$rows[].loadavg_1m_at_start] | [min, max])} |
      . + {throughput_ratio: ratio(.rps.envlink; .rps.nginx),
           cpu_ratio: ratio(.cpu_us_per_request.envlink; .cpu_us_per_request.nginx),
@@ -467,15 +496,19 @@ done
 
 # --- summary --------------------------------------------------------------------------------
 {
-  printf '\nenvlink %s (uncommitted src changes: %s), %s s per phase x %s rounds, HTTP/1.1 %s connections, HTTP/2 %sx%s, nice %s\n' \
-    "$GIT_REV" "$GIT_DIRTY" "$DURATION" "$ROUNDS" "$CONNS" "$H2_CONNS" "$H2_STREAMS" "$NICE"
-  printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s\n' \
-    sc pr phase target rnd req/s p50_ms p99_ms p99.9_ms cpu_us oha_us other_s load
+  printf '\nenvlink %s (uncommitted src changes: %s), %s s per phase x %s rounds, HTTP/1.1 %s connections, HTTP/2 %sx%s, nice %s, topology %s\n' \
+    "$GIT_REV" "$GIT_DIRTY" "$DURATION" "$ROUNDS" "$CONNS" "$H2_CONNS" "$H2_STREAMS" "$NICE" "$TOPOLOGY"
+  printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s %7s %9s\n' \
+    sc pr phase target rnd req/s p50_ms p99_ms p99.9_ms cpu_us oha_us other_s load busiest "switches"
   jq -r '.phases[] | [.scenario, .protocol, .phase, .target, .round, .rps, .p50_ms, .p99_ms, .p999_ms,
-     .server_cpu_us_per_request, .loadgen_cpu_us_per_request, .other_cpu_s, .loadavg_1m_at_start] | @tsv' "$OUT" |
-    while IFS=$'\t' read -r a b c d e f g h i j k l m; do
-      printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l" "$m"
+     .server_cpu_us_per_request, .loadgen_cpu_us_per_request, .other_cpu_s, .loadavg_1m_at_start,
+     .server_busiest_thread_share,
+     "\(.server_switches_per_1000_requests.voluntary)/\(.server_switches_per_1000_requests.involuntary)"] | @tsv' "$OUT" |
+    while IFS=$'\t' read -r a b c d e f g h i j k l m n o; do
+      printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s %7s %9s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l" "$m" "$n" "$o"
     done
+  printf '(busiest: the share of the server CPU its busiest thread or process used; switches:\n'
+  printf ' voluntary/involuntary context switches per 1,000 answers)\n'
   printf '\nenvlink beside nginx (medians of the rounds; same TLS, same response bytes):\n'
   printf '%-3s %-3s %-6s %16s %16s %9s %26s %10s\n' sc pr phase "cpu_us env/ngx" "ratio (base)" thruput "p99 ms env/ngx (base)" load
   jq -r 'def r3: if . == null then null else (. * 1000 | round / 1000) end;
