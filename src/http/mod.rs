@@ -201,14 +201,8 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-impl FromRef<AppState> for Arc<Catalog> {
-    fn from_ref(state: &AppState) -> Self {
-        state.catalog.clone()
-    }
-}
-
-impl FromRef<AppState> for health::Readiness {
-    fn from_ref(state: &AppState) -> Self {
+impl FromRef<Arc<AppState>> for health::Readiness {
+    fn from_ref(state: &Arc<AppState>) -> Self {
         state.readiness()
     }
 }
