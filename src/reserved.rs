@@ -603,6 +603,11 @@ pub struct CompiledRules {
     /// distinct resource of a container tells which rules apply to it.
     globs: GlobSet,
     glob_rule: Vec<usize>,
+    /// `globs`' answer for each of [`CORE_RESOURCES`], computed once: nearly every container
+    /// requests only these, and a `GlobSet` match takes a regex cache from a shared pool per
+    /// resource (on a serving thread, which does not own the pool, its slow path: ~1 % of
+    /// an S1 review's CPU under load, BENCHMARKS.md).
+    core_resource_hits: Vec<(&'static str, Vec<usize>)>,
     /// Every rule's names, prefixes and patterns in one matcher (shared by clones, so the
     /// catalog can tell whether its per-Service facts were computed with these rules).
     names: Arc<NameFilter>,
@@ -619,6 +624,13 @@ pub struct NameFilter {
     any_name: HashSet<String>,
     any_prefix: Vec<String>,
     any_pattern: Option<RegexSet>,
+    /// Literals one of which begins every name some pattern matches, when the patterns say
+    /// (`None`: no such finite set, every name goes to the regex). A name that begins with
+    /// none of them is settled without the regex: the device plugins' patterns all begin
+    /// with a literal (`CUDA_DEVICE_MEMORY_LIMIT_[0-9]+`), and a match takes a cache from
+    /// the regex's pool — its slow path on a serving thread, which does not own the pool
+    /// (~1.5 % of an S1 review's CPU under load, BENCHMARKS.md).
+    pattern_starts: Option<Vec<Vec<u8>>>,
 }
 
 impl NameFilter {
@@ -635,6 +647,11 @@ impl NameFilter {
             .iter()
             .flat_map(|r| r.patterns.iter().map(|p| anchored(p)))
             .collect();
+        let pattern_starts = pattern_starts(
+            configs
+                .iter()
+                .flat_map(|r| r.patterns.iter().map(String::as_str)),
+        );
         let any_pattern = if patterns.is_empty() {
             None
         } else {
@@ -649,6 +666,17 @@ impl NameFilter {
             any_name,
             any_prefix,
             any_pattern,
+            pattern_starts,
+        })
+    }
+
+    /// Whether `variable` begins with a literal some pattern's matches begin with (`true`
+    /// when the patterns give no such literals): `false` means no pattern matches it.
+    fn may_match_a_pattern(&self, variable: &str) -> bool {
+        self.pattern_starts.as_ref().is_none_or(|starts| {
+            starts
+                .iter()
+                .any(|start| variable.as_bytes().starts_with(start))
         })
     }
 
@@ -662,8 +690,31 @@ impl NameFilter {
             || self
                 .any_pattern
                 .as_ref()
-                .is_some_and(|set| set.is_match(variable))
+                .is_some_and(|set| self.may_match_a_pattern(variable) && set.is_match(variable))
     }
+}
+
+/// The literals one of which begins every string that matches one of `patterns` (each
+/// matched whole, as the rules anchor them), or `None` when some pattern has no finite set
+/// of them (`.*FOO`, a class too wide to list).
+fn pattern_starts<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Vec<Vec<u8>>> {
+    let mut starts = Vec::new();
+    for pattern in patterns {
+        // Parsed as the regex crate parses it (same defaults); a pattern that does not parse
+        // is refused when the rules compile, so it never reaches a review.
+        let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+        // A class of more than a few characters ends a literal there (`QAT[0-9]+` gives
+        // `QAT`, not ten literals); a case-insensitive letter (two) is still spelled out.
+        let seq = regex_syntax::hir::literal::Extractor::new()
+            .kind(regex_syntax::hir::literal::ExtractKind::Prefix)
+            .limit_class(4)
+            .extract(&hir);
+        // Exact or cut short, each literal begins every match it stands for.
+        starts.extend(seq.literals()?.iter().map(|l| l.as_bytes().to_vec()));
+    }
+    starts.sort();
+    starts.dedup();
+    Some(starts)
 }
 
 /// What the rules need to know about one container.
@@ -1232,6 +1283,15 @@ impl Hits {
     }
 }
 
+/// Kubernetes' own resource names, whose glob matches [`CompiledRules`] keeps.
+const CORE_RESOURCES: [&str; 5] = [
+    "cpu",
+    "memory",
+    "ephemeral-storage",
+    "hugepages-2Mi",
+    "hugepages-1Gi",
+];
+
 /// Index of a key as stored in [`Hits`]; ConfigMaps hold at most 1 MiB, far below `u32::MAX`
 /// keys, so saturating never happens.
 fn key_index(i: usize) -> u32 {
@@ -1271,11 +1331,16 @@ impl CompiledRules {
             UnverifiableEnvFrom::Warn => Action::Warn,
             UnverifiableEnvFrom::Deny => Action::Deny,
         };
+        let core_resource_hits = CORE_RESOURCES
+            .iter()
+            .map(|&resource| (resource, globs.matches(resource)))
+            .collect();
         Ok(Self {
             rules,
             exempt_namespaces: exempt_namespaces.iter().cloned().collect(),
             globs,
             glob_rule,
+            core_resource_hits,
             names: Arc::new(NameFilter::new(configs)?),
             unverifiable,
         })
@@ -1340,13 +1405,19 @@ impl CompiledRules {
             .iter()
             .filter(|r| !r.resource_globs.is_empty())
             .count();
-        let mut hits = Vec::new();
+        let mut matched = Vec::new();
         for &resource in resources {
             if unresolved == 0 {
                 break;
             }
-            self.globs.matches_into(resource, &mut hits);
-            for &glob in &hits {
+            let hits = match self.core_resource_hits.iter().find(|(r, _)| *r == resource) {
+                Some((_, hits)) => hits,
+                None => {
+                    self.globs.matches_into(resource, &mut matched);
+                    &matched
+                }
+            };
+            for &glob in hits {
                 let Some(&rule) = self.glob_rule.get(glob) else {
                     continue;
                 };
@@ -2417,6 +2488,115 @@ mod tests {
         );
         assert_eq!(f[1].rule, "intel-qat");
         assert_eq!(f[1].resource, "qat.intel.com/generic");
+    }
+
+    /// Patterns whose matches all begin with one of a finite set of literals, and some whose
+    /// do not; names near and far from them.
+    const PATTERNS: [&str; 9] = [
+        "CUDA_DEVICE_MEMORY_LIMIT_[0-9]+",
+        "QAT[0-9]+",
+        "FPGA_AFU_[0-9]+",
+        "A[0-9]+|B_.*",
+        "(?i)gpu_[a-z]+",
+        "X?Y_.*",
+        "[A-C]{2}_Z",
+        "FOO|",
+        "\\bE[0-9]",
+    ];
+
+    #[test]
+    fn pattern_starts_are_found_or_refused() {
+        let starts = pattern_starts(["QAT[0-9]+", "A[0-9]+|B_.*"].into_iter()).expect("finite");
+        assert_eq!(starts, vec![b"A".to_vec(), b"B_".to_vec(), b"QAT".to_vec()]);
+        let cased = pattern_starts(["(?i)ab_[0-9]"].into_iter()).expect("finite");
+        assert_eq!(
+            cased,
+            vec![
+                b"AB_".to_vec(),
+                b"Ab_".to_vec(),
+                b"aB_".to_vec(),
+                b"ab_".to_vec()
+            ]
+        );
+        // A pattern that can begin anywhere gives no set: every name goes to the regex.
+        assert_eq!(pattern_starts(["QAT[0-9]+", ".*_SUFFIX"].into_iter()), None);
+        assert_eq!(pattern_starts([].into_iter()), Some(vec![]));
+        // The built-in packs' patterns all begin with a literal: names skip the regex.
+        let builtin = rules();
+        let starts = builtin.name_filter().pattern_starts.as_ref();
+        assert!(starts.is_some_and(|s| !s.is_empty()), "{starts:?}");
+    }
+
+    proptest::proptest! {
+        /// The literal filter never turns away a name a pattern matches.
+        #[test]
+        fn pattern_starts_never_hide_a_match(
+            which in proptest::sample::subsequence(PATTERNS.to_vec(), 1..=PATTERNS.len()),
+            head in proptest::sample::select(vec![
+                "", "CUDA_DEVICE_MEMORY_LIMIT_", "QAT", "FPGA_AFU_", "A", "B_", "GpU_", "gpu_",
+                "Y_", "XY_", "AB", "CA_Z", "FOO", "E", "NVIDIA_",
+            ]),
+            tail in "[A-Za-z_0-9]{0,6}",
+        ) {
+            let name = format!("{head}{tail}");
+            let set = RegexSet::new(which.iter().map(|p| anchored(p))).expect("patterns compile");
+            let filter = NameFilter {
+                any_name: HashSet::new(),
+                any_prefix: vec![],
+                any_pattern: Some(set.clone()),
+                pattern_starts: pattern_starts(which.iter().copied()),
+            };
+            if set.is_match(&name) {
+                proptest::prop_assert!(filter.may_match_a_pattern(&name), "{name} {which:?}");
+            }
+            proptest::prop_assert_eq!(filter.may_be_reserved(&name), set.is_match(&name));
+        }
+    }
+
+    /// Kubernetes' own resource names are answered from the kept glob matches; a rule whose
+    /// globs name them (literally or by wildcard) applies exactly as through the glob set.
+    #[test]
+    fn core_resources_match_rules_as_the_glob_set_does() {
+        let rules = policy(
+            "  rules:\n    - name: mem\n      resources: [memory]\n      names: [MEM_X]\n\
+             \x20   - name: huge\n      resources: ['hugepages-*']\n      names: [HUGE_X]\n\
+             \x20   - name: any\n      resources: ['*']\n      names: [ANY_X]\n",
+        );
+        for resource in CORE_RESOURCES
+            .iter()
+            .copied()
+            .chain(["nvidia.com/gpu", "cpu2"])
+        {
+            let per = rules.for_container(&[resource]);
+            assert_eq!(per.is_reserved("MEM_X"), resource == "memory", "{resource}");
+            assert_eq!(
+                per.is_reserved("HUGE_X"),
+                resource.starts_with("hugepages-"),
+                "{resource}"
+            );
+            // `*` does not cross a `/` (resource globs match like paths).
+            assert_eq!(
+                per.is_reserved("ANY_X"),
+                !resource.contains('/'),
+                "{resource}"
+            );
+            let kept = rules
+                .core_resource_hits
+                .iter()
+                .find(|(r, _)| *r == resource);
+            assert_eq!(
+                kept.map(|(_, hits)| hits.clone()),
+                CORE_RESOURCES
+                    .contains(&resource)
+                    .then(|| rules.globs.matches(resource)),
+                "{resource}"
+            );
+        }
+        let memory = rules.for_container(&["cpu", "memory"]);
+        assert_eq!(
+            memory.strictest("MEM_X").map(|at| at.resource.clone()),
+            Some("memory".to_string())
+        );
     }
 
     #[test]
