@@ -15,7 +15,7 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
 # ---- build ---------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
 ARG TARGET=x86_64-unknown-linux-musl
-# musl-tools: a C compiler for the musl target (ring compiles C and assembly).
+# musl-tools: a C compiler for the musl target (aws-lc-rs and mimalloc compile C and assembly).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/* \

@@ -38,9 +38,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            // One process-wide TLS provider (ring) for the server and the Kubernetes client;
+            // One process-wide TLS provider (aws-lc-rs) for the server and the Kubernetes client;
             // an error only means one is installed already, which is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

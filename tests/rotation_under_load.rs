@@ -208,7 +208,7 @@ struct Client {
 impl Client {
     async fn handshake(&self, alpn: &[u8]) -> Result<TlsStream<TcpStream>, String> {
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

@@ -100,7 +100,7 @@ fn leaf_der(set: &DevCertificates) -> Vec<u8> {
 
 async fn connect(addr: SocketAddr, roots: &RootCertStore, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")

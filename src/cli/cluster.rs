@@ -14,7 +14,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client for the cluster of `kubeconfig` (or the inferred one), for paged lists.
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
     // One process-wide TLS provider; an error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     client_with(kubeconfig, READ_TIMEOUT, "give --kubeconfig").await
 }
 
