@@ -37,7 +37,7 @@ pub struct PodView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct MetaView<'a> {
     /// `metadata.namespace`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub namespace: Option<Cow<'a, str>>,
     /// `metadata.annotations`.
     #[serde(borrow, default, deserialize_with = "annotations")]
@@ -74,13 +74,13 @@ pub struct SpecView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct PodClaimView<'a> {
     /// `name`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub name: Option<Cow<'a, str>>,
     /// `resourceClaimName`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub resource_claim_name: Option<Cow<'a, str>>,
     /// `resourceClaimTemplateName`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub resource_claim_template_name: Option<Cow<'a, str>>,
     /// `source` (Kubernetes 1.26 and 1.27).
     #[serde(borrow, default, deserialize_with = "object")]
@@ -92,10 +92,10 @@ pub struct PodClaimView<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ClaimSourceView<'a> {
     /// `resourceClaimName`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub resource_claim_name: Option<Cow<'a, str>>,
     /// `resourceClaimTemplateName`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub resource_claim_template_name: Option<Cow<'a, str>>,
 }
 
@@ -150,7 +150,7 @@ pub struct EnvEntry<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct EnvFromView<'a> {
     /// `prefix`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub prefix: Option<Cow<'a, str>>,
     /// `configMapRef`.
     #[serde(borrow, default, deserialize_with = "object")]
@@ -164,7 +164,7 @@ pub struct EnvFromView<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct NameRef<'a> {
     /// `name`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub name: Option<Cow<'a, str>>,
 }
 
@@ -497,6 +497,22 @@ where
         .map(|list| list.into_iter().map(|o| o.0).collect()))
 }
 
+/// A string borrowed from the body when it has no escapes, owned when it has: serde's own
+/// `#[serde(borrow)]` decoding of a `Cow<str>`. serde gives that only to a field of type
+/// `Cow<str>` itself; a map key or an `Option<Cow<str>>` field decoded as `Cow<str>` is
+/// always an owned copy — a dozen allocations of a small review (BENCHMARKS.md, "Fewer
+/// allocations per review").
+#[derive(Deserialize)]
+pub(crate) struct Borrowed<'a>(#[serde(borrow)] pub(crate) Cow<'a, str>);
+
+/// An optional string field, borrowed when it can be ([`Borrowed`]).
+fn borrowed<'de, D>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(Option::<Borrowed<'de>>::deserialize(deserializer)?.map(|b| b.0))
+}
+
 /// The keys of an object, values skipped unread (resource quantities).
 struct KeysOf<'a>(Vec<Cow<'a, str>>);
 
@@ -512,7 +528,7 @@ impl<'de> Deserialize<'de> for KeysOf<'de> {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut keys = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Borrowed(key)) = map.next_key()? {
                     map.next_value::<IgnoredAny>()?;
                     keys.push(key);
                 }
@@ -550,8 +566,8 @@ where
 
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                     let mut pairs = Vec::new();
-                    while let Some(entry) = map.next_entry::<Cow<'de, str>, Cow<'de, str>>()? {
-                        pairs.push(entry);
+                    while let Some((Borrowed(key), Borrowed(value))) = map.next_entry()? {
+                        pairs.push((key, value));
                     }
                     Ok(Pairs(pairs))
                 }
@@ -560,4 +576,45 @@ where
         }
     }
     Ok(Option::<Pairs<'de>>::deserialize(deserializer)?.map(|p| p.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The variant is what is asked, so the `Cow` itself, not the `&str` clippy suggests.
+    #[allow(clippy::ptr_arg)]
+    fn is_borrowed(text: &Cow<'_, str>) -> bool {
+        matches!(text, Cow::Borrowed(_))
+    }
+
+    /// Names without escapes point into the body (no allocation each); a name with an escape
+    /// is decoded into its own string, with the same text as any JSON decoder gives.
+    #[test]
+    fn strings_are_borrowed_from_the_body_unless_escaped() {
+        let text = r#"{"metadata":{"namespace":"ns","annotations":{"a/b":"x","k\u0031":"v\n"}},
+            "spec":{"containers":[{"name":"c","envFrom":[{"prefix":"P_","configMapRef":{"name":"m"}}],
+            "resources":{"requests":{"cpu":"1","nvidia.com/gpu":"1"},"limits":{"mem\u006fry":"1"}}}]}}"#;
+        let raw = serde_json::value::RawValue::from_string(text.to_string()).unwrap();
+        let pod: PodView<'_> = decode(&raw, "Pod").unwrap();
+        let meta = pod.metadata.as_ref().unwrap();
+        assert!(is_borrowed(meta.namespace.as_ref().unwrap()));
+        let annotations = meta.annotations.as_ref().unwrap();
+        assert_eq!(annotations[0], (Cow::from("a/b"), Cow::from("x")));
+        assert!(is_borrowed(&annotations[0].0) && is_borrowed(&annotations[0].1));
+        assert_eq!(annotations[1], (Cow::from("k1"), Cow::from("v\n")));
+        assert!(!is_borrowed(&annotations[1].0) && !is_borrowed(&annotations[1].1));
+        let container = &pod.spec.as_ref().unwrap().containers.as_ref().unwrap()[0];
+        let from = &container.env_from.as_ref().unwrap()[0];
+        assert!(is_borrowed(from.prefix.as_ref().unwrap()));
+        let map = from.config_map_ref.as_ref().unwrap();
+        assert!(is_borrowed(map.name.as_ref().unwrap()));
+        let resources = container.resources.as_ref().unwrap();
+        let requests = resources.requests.as_ref().unwrap();
+        assert_eq!(requests, &[Cow::from("cpu"), Cow::from("nvidia.com/gpu")]);
+        assert!(requests.iter().all(is_borrowed));
+        let limits = resources.limits.as_ref().unwrap();
+        assert_eq!(limits, &[Cow::from("memory")]);
+        assert!(!is_borrowed(&limits[0]));
+    }
 }

@@ -33,6 +33,16 @@ impl Chosen<'_> {
         }
         out.push_str(self.service.name());
     }
+
+    /// How many bytes [`Chosen::write_reference`] appends.
+    pub fn reference_len(&self) -> usize {
+        let namespace = if self.qualified {
+            self.namespace.len() + 1
+        } else {
+            0
+        };
+        namespace + self.service.name().len()
+    }
 }
 
 /// Where the list of Services came from.

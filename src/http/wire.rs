@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::admission::Object;
 use crate::admission::patch::{PatchJson, Repeat};
-use crate::admission::pod::{self, Obj, PodView, PodViewError};
+use crate::admission::pod::{self, Borrowed, Obj, PodView, PodViewError};
 use crate::http::base64::write_base64;
 use crate::text;
 
@@ -98,10 +98,10 @@ impl<'a> IncomingRequest<'a> {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IncomingReview<'a> {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
+    #[serde(borrow, default)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
     #[serde(borrow, default)]
     request: Option<IncomingRequest<'a>>,
 }
@@ -133,12 +133,16 @@ const UID_LIMIT: usize = 128;
 /// a whole extra pass over the body (the `refused_at_the_last_env_entry` hostile class).
 pub(crate) fn parse_review(text: &str) -> Result<IncomingRequest<'_>, Rejection> {
     if let Ok(review) = serde_json::from_str::<OnePassReview<'_>>(text)
-        && let Some(request) = usable(review.api_version, review.kind, review.request.map(|r| r.0))
+        && let Some(request) = usable(
+            &review.api_version,
+            &review.kind,
+            review.request.map(|r| r.0),
+        )
     {
         return Ok(request);
     }
     if let Ok(review) = serde_json::from_str::<IncomingReview<'_>>(text)
-        && let Some(mut request) = usable(review.api_version, review.kind, review.request)
+        && let Some(mut request) = usable(&review.api_version, &review.kind, review.request)
     {
         if request.is_pod()
             && let Some(raw) = request.object.take()
@@ -152,8 +156,8 @@ pub(crate) fn parse_review(text: &str) -> Result<IncomingRequest<'_>, Rejection>
 
 /// The request of a decoded review, if the review is one envlink answers.
 fn usable<'a>(
-    api_version: String,
-    kind: String,
+    api_version: &str,
+    kind: &str,
     request: Option<IncomingRequest<'a>>,
 ) -> Option<IncomingRequest<'a>> {
     let mut request = request.filter(|r| {
@@ -169,10 +173,10 @@ fn usable<'a>(
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct OnePassReview<'a> {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
+    #[serde(borrow, default)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow, default)]
+    kind: Cow<'a, str>,
     #[serde(borrow, default)]
     request: Option<OnePass<'a>>,
 }
@@ -307,11 +311,6 @@ fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, field: &'static str) ->
     *slot = Some(value);
     Ok(())
 }
-
-/// A string borrowed from the body when it has no escapes: serde's own `#[serde(borrow)]`
-/// decoding of a `Cow<str>` field, for the hand-written visitor above.
-#[derive(Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// The top of a review, each field kept as JSON text whatever its type.
 #[derive(Deserialize, Default)]
@@ -647,7 +646,7 @@ mod tests {
         text: &str,
     ) -> Option<(IncomingRequest<'_>, Option<Result<String, String>>)> {
         let review = serde_json::from_str::<IncomingReview<'_>>(text).ok()?;
-        let request = usable(review.api_version, review.kind, review.request)?;
+        let request = usable(&review.api_version, &review.kind, review.request)?;
         let pod = match (&request.object, request.is_pod()) {
             (Some(raw), true) => Some(
                 pod::decode::<PodView<'_>>(raw, "Pod")
@@ -810,7 +809,7 @@ mod tests {
             );
             let legacy = field_by_field(&text);
             if let Ok(review) = serde_json::from_str::<OnePassReview<'_>>(&text)
-                && let Some(one) = usable(review.api_version, review.kind, review.request.map(|r| r.0))
+                && let Some(one) = usable(&review.api_version, &review.kind, review.request.map(|r| r.0))
             {
                 let Some((legacy, legacy_pod)) = legacy else {
                     return Err(proptest::test_runner::TestCaseError::fail(format!(
