@@ -249,17 +249,19 @@ EOF
   done
 }
 
-# CPU time (clock ticks, utime + stime) of whole processes: /proc/PID/stat of a process
-# counts all its threads, live and exited.
+# CPU time (clock ticks) of whole processes, "utime+stime stime": /proc/PID/stat of a
+# process counts all its threads, live and exited. The kernel's share tells system calls and
+# the copies into sockets apart from the server's own work.
 cpu_ticks() {
-  local total=0 pid f
+  local total=0 sys=0 pid f
   for pid in "$@"; do
     [[ -r /proc/$pid/stat ]] || continue
     f=$(sed 's/^.*) //' "/proc/$pid/stat")
     set -- $f
     total=$((total + ${12} + ${13}))
+    sys=$((sys + ${13}))
   done
-  echo "$total"
+  echo "$total $sys"
 }
 # CPU ticks of each live thread of a process, by thread name ("name ticks" lines).
 thread_ticks() {
@@ -320,7 +322,7 @@ run_phase() {
   if [[ $target == nginx ]]; then read -r -a pids <<<"$(nginx_pids)"; else pids=("${PID[$target]}"); fi
   # warm-up (connections, TLS sessions, allocator), not recorded
   nice -n "$NICE" "$OHA" "${ARGS[@]}" -z 2s "$url" >/dev/null 2>&1 || true
-  local load0 t0 t1 m0 m1 c0 c1 th0="" th1="" perf_pid="" oha_times
+  local load0 t0 t1 s0 s1 m0 m1 c0 c1 th0="" th1="" perf_pid="" oha_times
   load0=$(cut -d' ' -f1 /proc/loadavg)
   if ((PERF)) && [[ $target == envlink && $round == 1 ]]; then
     perf record -F 999 -g -o "$WORK/perf-$sc-$proto-$phase.data" -p "${PID[envlink]}" >/dev/null 2>&1 &
@@ -330,11 +332,11 @@ run_phase() {
   if [[ $target == nginx ]]; then th0=$(process_ticks "${pids[@]}"); else th0=$(thread_ticks "${pids[0]}"); fi
   m0=$(machine_ticks)
   c0=$(ctxt_switches "${pids[@]}")
-  t0=$(cpu_ticks "${pids[@]}")
+  read -r t0 s0 <<<"$(cpu_ticks "${pids[@]}")"
   # `times` in the subshell: the CPU time of its children, i.e. oha's own.
   oha_times=$( { nice -n "$NICE" "$OHA" "${ARGS[@]}" -z "${DURATION}s" "$url" \
       >"$WORK/oha-$tag.json" 2>"$WORK/oha-$tag.err" || echo "failed"; times; } | tail -1)
-  t1=$(cpu_ticks "${pids[@]}")
+  read -r t1 s1 <<<"$(cpu_ticks "${pids[@]}")"
   c1=$(ctxt_switches "${pids[@]}")
   m1=$(machine_ticks)
   if [[ $target == nginx ]]; then th1=$(process_ticks "${pids[@]}"); else th1=$(thread_ticks "${pids[0]}"); fi
@@ -361,7 +363,7 @@ run_phase() {
       jq -R -s 'split("\n") | map(select(length > 0) | split(" ") | {(.[0]): (.[1] | tonumber)}) | add // {}')
   fi
   jq -c --arg sc "$sc" --arg target "$target" --arg phase "$phase" --arg proto "$proto" \
-     --argjson round "$round" --argjson rate "$RATE" --argjson cpu "$(us $((t1 - t0)))" \
+     --argjson round "$round" --argjson rate "$RATE" --argjson cpu "$(us $((t1 - t0)))" --argjson sys "$(us $((s1 - s0)))" \
      --argjson machine "$(us $((m1 - m0)))" --argjson oha "$oha_us" --argjson threads "$threads" \
      --argjson load "$load0" --arg c0 "$c0" --arg c1 "$c1" --arg conns "$(if [[ $proto == h2 ]]; then echo "${H2_CONNS}x$H2_STREAMS"; else echo "$CONNS"; fi)" '
     def ms: if . == null then null else (. * 1000000 | round) / 1000 end;
@@ -382,6 +384,7 @@ run_phase() {
      response_bytes: .summary.sizePerRequest,
      server_cpu_s: ($cpu / 1000000),
      server_cpu_us_per_request: ($cpu | per),
+     server_sys_us_per_request: ($sys | per),
      server_cpu_us_per_request_by_thread: ($threads | map_values(per)),
      server_busiest_thread_share: (if $cpu > 0 and ($threads | length) > 0
        then (([$threads[]] | max) / $cpu * 100 | round) / 100 else null end),
@@ -391,7 +394,7 @@ run_phase() {
      loadgen_cpu_us_per_request: ($oha | per),
      other_cpu_s: ((($machine - $cpu - $oha) / 1000) | round / 1000),
      loadavg_1m_at_start: $load}' "$WORK/oha-$tag.json" >>"$RESULTS"
-  jq -r '"  \(.scenario) \(.protocol) \(.phase) #\(.round) \(.target): \(.rps) req/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.server_cpu_us_per_request) µs CPU/req (oha \(.loadgen_cpu_us_per_request) µs; others \(.other_cpu_s) s; load \(.loadavg_1m_at_start))"' \
+  jq -r '"  \(.scenario) \(.protocol) \(.phase) #\(.round) \(.target): \(.rps) req/s, p50 \(.p50_ms) ms, p99 \(.p99_ms) ms, \(.server_cpu_us_per_request) µs CPU/req (\(.server_sys_us_per_request) system; oha \(.loadgen_cpu_us_per_request) µs; others \(.other_cpu_s) s; load \(.loadavg_1m_at_start))"' \
     <<<"$(tail -1 "$RESULTS")" >&2
 }
 
@@ -480,6 +483,8 @@ jq -s --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" --argjson machine "$MACH
       p99_ms: {envlink: med($rows; "envlink"; .p99_ms), base: med($rows; "base"; .p99_ms), nginx: med($rows; "nginx"; .p99_ms)},
       cpu_us_per_request: {envlink: med($rows; "envlink"; .server_cpu_us_per_request),
         base: med($rows; "base"; .server_cpu_us_per_request), nginx: med($rows; "nginx"; .server_cpu_us_per_request)},
+      sys_us_per_request: {envlink: med($rows; "envlink"; .server_sys_us_per_request),
+        base: med($rows; "base"; .server_sys_us_per_request), nginx: med($rows; "nginx"; .server_sys_us_per_request)},
       busiest_thread_share: {envlink: med($rows; "envlink"; .server_busiest_thread_share),
         nginx: med($rows; "nginx"; .server_busiest_thread_share)},
       loadavg: ([$rows[].loadavg_1m_at_start] | [min, max])} |
@@ -499,27 +504,27 @@ done
   printf '\nenvlink %s (uncommitted src changes: %s), %s s per phase x %s rounds, HTTP/1.1 %s connections, HTTP/2 %sx%s, nice %s, topology %s\n' \
     "$GIT_REV" "$GIT_DIRTY" "$DURATION" "$ROUNDS" "$CONNS" "$H2_CONNS" "$H2_STREAMS" "$NICE" "$TOPOLOGY"
   printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s %7s %9s\n' \
-    sc pr phase target rnd req/s p50_ms p99_ms p99.9_ms cpu_us oha_us other_s load busiest "switches"
+    sc pr phase target rnd req/s p50_ms p99_ms p99.9_ms cpu/sys oha_us other_s load busiest "switches"
   jq -r '.phases[] | [.scenario, .protocol, .phase, .target, .round, .rps, .p50_ms, .p99_ms, .p999_ms,
-     .server_cpu_us_per_request, .loadgen_cpu_us_per_request, .other_cpu_s, .loadavg_1m_at_start,
+     "\(.server_cpu_us_per_request)/\(.server_sys_us_per_request)", .loadgen_cpu_us_per_request, .other_cpu_s, .loadavg_1m_at_start,
      .server_busiest_thread_share,
      "\(.server_switches_per_1000_requests.voluntary)/\(.server_switches_per_1000_requests.involuntary)"] | @tsv' "$OUT" |
     while IFS=$'\t' read -r a b c d e f g h i j k l m n o; do
       printf '%-3s %-3s %-6s %-7s %-3s %9s %7s %7s %8s %7s %7s %7s %5s %7s %9s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l" "$m" "$n" "$o"
     done
-  printf '(busiest: the share of the server CPU its busiest thread or process used; switches:\n'
+  printf '(cpu/sys: server CPU µs per answer, and the kernel'"'"'s part of it; busiest: the share of the server CPU its busiest thread or process used; switches:\n'
   printf ' voluntary/involuntary context switches per 1,000 answers)\n'
   printf '\nenvlink beside nginx (medians of the rounds; same TLS, same response bytes):\n'
-  printf '%-3s %-3s %-6s %16s %16s %9s %26s %10s\n' sc pr phase "cpu_us env/ngx" "ratio (base)" thruput "p99 ms env/ngx (base)" load
+  printf '%-3s %-3s %-6s %22s %16s %9s %26s %10s\n' sc pr phase "cpu_us env/ngx (sys)" "ratio (base)" thruput "p99 ms env/ngx (base)" load
   jq -r 'def r3: if . == null then null else (. * 1000 | round / 1000) end;
     .ratios[] | [.scenario, .protocol, .phase,
-      "\(.cpu_us_per_request.envlink)/\(.cpu_us_per_request.nginx)",
+      "\(.cpu_us_per_request.envlink)/\(.cpu_us_per_request.nginx) (\(.sys_us_per_request.envlink)/\(.sys_us_per_request.nginx))",
       "\(.cpu_ratio)" + (if .cpu_us_per_request.base then " (\(.cpu_us_per_request.base))" else "" end),
       .throughput_ratio,
       "\(.p99_ms.envlink | r3)/\(.p99_ms.nginx | r3)" + (if .p99_ms.base then " (\(.p99_ms.base | r3))" else "" end),
       "\(.loadavg[0])-\(.loadavg[1])"] | @tsv' "$OUT" |
     while IFS=$'\t' read -r a b c d e f g h; do
-      printf '%-3s %-3s %-6s %16s %16s %9s %26s %10s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
+      printf '%-3s %-3s %-6s %22s %16s %9s %26s %10s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
     done
   printf '\nresults: %s\n' "$OUT"
 } >&2
