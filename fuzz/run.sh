@@ -18,6 +18,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "cargo-fuzz is missing: installing it (cargo install cargo-fuzz --locked)"
     cargo install cargo-fuzz --locked
 fi
+# aws-lc-sys (the TLS crypto) builds AWS-LC with cmake when a sanitizer is on, as here.
+if ! command -v cmake >/dev/null 2>&1; then
+    echo "cmake is missing (aws-lc-sys needs it under the sanitizer): installing it (apt)"
+    apt-get update -qq && apt-get install -y -qq cmake
+fi
 # The stable toolchain refuses -Z flags unless told otherwise; nightly ignores this.
 export RUSTC_BOOTSTRAP=1
 
