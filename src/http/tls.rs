@@ -83,8 +83,9 @@ pub enum TlsError {
 }
 
 /// aws-lc-rs, rustls's default provider: its AES-GCM uses AVX-512 where the CPU has it
-/// (ring's stops at AVX2), which took ~2 µs off each S1 answer under load (BENCHMARKS.md,
-/// "aws-lc-rs"), and it offers the post-quantum X25519MLKEM768 key exchange first.
+/// (ring's stops at AVX2), which took 1–2 µs off each S1 answer under load (BENCHMARKS.md,
+/// "aws-lc-rs, fewer allocations, and the kernel's share"), and it offers the post-quantum
+/// X25519MLKEM768 key exchange first.
 fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
