@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use kube::api::{Api, ApiResource, DynamicObject, WatchEvent, WatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
@@ -360,8 +360,8 @@ impl<I: WatchIndex> WatchDriver<I> {
         }
     }
 
-    /// Records that the watcher of scope `index` failed; kube-runtime restarts it (after a
-    /// backoff) with a fresh list.
+    /// Records that the watcher of scope `index` failed; [`run`] starts a new one (after a
+    /// backoff), which lists the scope afresh.
     pub fn restarted(&mut self, index: usize, error: &dyn std::fmt::Display) {
         self.status.counters().count_restart();
         let scope = self.scopes.get(index).map(|s| &s.scope);
@@ -535,6 +535,38 @@ impl Backoff for RelistAtOnce {
     }
 }
 
+/// One scope's watch, started afresh — with a full list — after every failure: each
+/// watcher `start` makes is read up to and including its first error, then dropped, and the
+/// next one is started when the stream is polled again (after the backoff).
+///
+/// Why not let kube-runtime's watcher carry on: after a failure it resumes from its last
+/// resourceVersion, and a resumed watch the API server accepts emits nothing. The driver,
+/// which marked the scope disconnected at the failure, could then not tell when the scope is
+/// current again: `envlink_watch_connected` stayed 0, the staleness grew and `/readyz`
+/// under `--max-staleness` failed until some later `410 Gone` forced a list — after a cut
+/// connection to an API server that still had the resourceVersion, that could be never (the
+/// e2e test `watch_connection_cut_relists_and_reconnects`). A fresh list ends in `InitDone`,
+/// which is the signal, and it also drops whatever was deleted while the watch was down.
+fn relisting<S, T, E>(mut start: impl FnMut() -> S) -> impl Stream<Item = Result<T, E>>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+{
+    futures::stream::repeat_with(move || until_failure(start())).flatten()
+}
+
+/// `stream`'s items up to and including its first error; it is not polled after that.
+fn until_failure<S, T, E>(stream: S) -> impl Stream<Item = Result<T, E>>
+where
+    S: Stream<Item = Result<T, E>> + Unpin,
+{
+    futures::stream::unfold(Some(stream), |stream| async move {
+        let mut stream = stream?;
+        let item = stream.next().await?;
+        let rest = if item.is_ok() { Some(stream) } else { None };
+        Some((item, rest))
+    })
+}
+
 /// The API of `resource` in `scope`.
 fn scoped_api(
     client: &kube::Client,
@@ -575,9 +607,10 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
     }
     let streams = driver.scopes().enumerate().map(|(index, scope)| {
         let api = scoped_api(&client, &resource, scope);
+        let config = config.clone();
         let desync = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&desync);
-        watcher::watcher(api, config.clone())
+        relisting(move || watcher::watcher(api.clone(), config.clone()).boxed())
             .inspect(move |item| {
                 if item.as_ref().is_err_and(is_desync) {
                     flag.store(true, Ordering::Relaxed);
@@ -601,7 +634,61 @@ pub async fn run<I: WatchIndex>(client: kube::Client, mut driver: WatchDriver<I>
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::stream;
+
     use super::*;
+
+    /// A watcher stand-in: `items`, then a stream that fails the test if it is polled (a
+    /// dropped watcher must not issue another request).
+    fn source(
+        items: Vec<Result<u32, &'static str>>,
+    ) -> stream::BoxStream<'static, Result<u32, &'static str>> {
+        stream::iter(items)
+            .chain(stream::poll_fn(
+                |_| -> std::task::Poll<Option<Result<u32, &'static str>>> {
+                    panic!("a watcher was polled after its failure")
+                },
+            ))
+            .boxed()
+    }
+
+    #[tokio::test]
+    async fn a_failed_watcher_is_not_polled_again() {
+        let items: Vec<_> = until_failure(source(vec![Ok(1), Ok(2), Err("cut")]))
+            .collect()
+            .await;
+        assert_eq!(items, [Ok(1), Ok(2), Err("cut")]);
+    }
+
+    #[tokio::test]
+    async fn every_failure_starts_a_new_watcher() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&started);
+        let items: Vec<_> = relisting(move || match count.fetch_add(1, Ordering::Relaxed) {
+            0 => source(vec![Ok(1), Err("connection refused")]),
+            1 => source(vec![Err("connection refused")]),
+            // The third one lists and keeps watching.
+            _ => stream::iter([Ok(2), Ok(3)])
+                .chain(stream::pending())
+                .boxed(),
+        })
+        .take(5)
+        .collect()
+        .await;
+        assert_eq!(
+            items,
+            [
+                Ok(1),
+                Err("connection refused"),
+                Err("connection refused"),
+                Ok(2),
+                Ok(3)
+            ]
+        );
+        assert_eq!(started.load(Ordering::Relaxed), 3);
+    }
 
     #[test]
     fn a_desync_relists_at_once_and_restarts_the_backoff() {

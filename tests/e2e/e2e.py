@@ -48,6 +48,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -383,8 +384,9 @@ class Envlink:
     """One `envlink serve` on loopback, registered for namespaces labelled envlink-e2e=<name>."""
 
     def __init__(self, name: str, ctx: "Context", config: dict[str, Any] | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, kubeconfig: Path | None = None) -> None:
         self.name = name
+        self.kubeconfig = kubeconfig or ctx.kubeconfig
         self.extra_args = extra_args or []
         self.ctx = ctx
         self.port = free_port()
@@ -404,7 +406,7 @@ class Envlink:
         check(self.proc is None or self.proc.poll() is not None, f"envlink {self.name} already running")
         args = [self.ctx.envlink_bin, "serve",
                 "--tls-cert", str(self.ctx.cert), "--tls-key", str(self.ctx.key),
-                "--kubeconfig", str(self.ctx.kubeconfig),
+                "--kubeconfig", str(self.kubeconfig),
                 "--listen", f"127.0.0.1:{self.port}", "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
                 "--shutdown-grace", "2s"]
         if self.config_path:
@@ -1276,6 +1278,130 @@ def apiserver_restarted_under_running_envlink() -> None:
     # and nothing else was lost: another namespace's Pods still get everything
     stored, _ = create_pod(pod("after-recovery", other))
     assert_kubelet_env(stored, services_of_cluster(), {"app": []})
+
+
+class CuttableProxy:
+    """A TCP relay on loopback in front of the API server whose connections can all be cut at
+    once and which can refuse new ones for a while (reset, as a restarted load balancer or a
+    network blip does): the API server itself stays up and keeps its watch cache."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.create_server((host, 0), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.conns: list[socket.socket] = []
+        self.closed = False
+        self.refusing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing:
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _reset(s: socket.socket) -> None:
+        # shutdown() first: close() alone does not wake the relay thread blocked in recv() on
+        # this socket, and the kernel keeps the connection open until that call returns.
+        for step in (lambda: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
+                     lambda: s.shutdown(socket.SHUT_RDWR), s.close):
+            try:
+                step()
+            except OSError:
+                pass
+
+    def cut(self) -> int:
+        """Resets every open connection; returns how many there were."""
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            self._reset(s)
+        return len(conns)
+
+    def blip(self, seconds: float) -> int:
+        """Cuts every connection and resets new ones for `seconds`; returns how many were cut."""
+        self.refusing = True
+        try:
+            cut = self.cut()
+            time.sleep(seconds)
+            return cut + self.cut()
+        finally:
+            self.refusing = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+        self.cut()
+
+
+@test
+def watch_connection_cut_relists_and_reconnects() -> None:
+    """The connections to the API server are cut and new ones refused for a few seconds while
+    the API server stays up. The watches' retries fail (counted, envlink_watch_connected 0);
+    once connections are accepted again, a watch resumed from its resourceVersion would
+    succeed without a word (the watch cache still has it), so envlink lists afresh and is
+    connected and current again within seconds — `/readyz` under `--max-staleness`
+    included — and follows changes made after the cut."""
+    env = dict(line.split("=", 1) for line in (CTX.state / "env").read_text().splitlines() if "=" in line)
+    url = urllib.parse.urlsplit(env["APISERVER_URL"])
+    proxy = CuttableProxy(url.hostname or "", url.port or 443)
+    netloc = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
+    kubeconfig = CTX.work / "kubeconfig-cut"
+    kubeconfig.write_text(CTX.kubeconfig.read_text().replace(env["APISERVER_URL"],
+                                                             f"https://{netloc}:{proxy.port}"))
+    check(f":{proxy.port}" in kubeconfig.read_text(), "the proxied kubeconfig names the proxy")
+    inst = Envlink("cut", CTX, extra_args=["--max-staleness", "3s"], kubeconfig=kubeconfig)
+    try:
+        inst.start()
+        ns = namespace("e2e-watch-cut", None)
+        restarts0 = inst.metric_sum("envlink_watch_restarts_total")
+        for attempt in range(3):
+            cut = proxy.blip(4)
+            check(cut > 0, "envlink had no connection through the proxy to cut")
+            print(f"    cut {cut // 2} connection(s), refused new ones for 4 s", flush=True)
+            check(inst.metric_sum("envlink_watch_restarts_total") > restarts0,
+                  "envlink_watch_restarts_total did not grow: no watch retried during the blip")
+            t0 = time.monotonic()
+            wait_until("envlink connected and ready again after the cut",
+                       lambda: inst.metric("envlink_watch_connected") == 1
+                       and inst.metric("envlink_catalog_staleness_seconds") == 0 and inst.ready(), timeout=30)
+            print(f"    attempt {attempt + 1}: connected and ready {time.monotonic() - t0:.1f}s after the blip",
+                  flush=True)
+            apply_objs([service(f"after-cut-{attempt}", ns, [{"port": 80 + attempt}])])
+            assert_catalog_matches(inst, timeout=30)
+            restarts0 = inst.metric_sum("envlink_watch_restarts_total")
+    finally:
+        inst.stop()
+        proxy.close()
 
 
 def forced_watcher_closes() -> int:
