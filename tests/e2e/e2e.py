@@ -539,6 +539,11 @@ class Context:
         return int((self.state / "kube-apiserver.pid").read_text().strip())
 
 
+def testbed_env() -> dict[str, str]:
+    """The test bed's `STATE_DIR/env` (APISERVER_URL, APISERVER_TOKEN, APISERVER_CA, ...)."""
+    return dict(line.split("=", 1) for line in (CTX.state / "env").read_text().splitlines() if "=" in line)
+
+
 CTX: Context
 
 
@@ -1371,7 +1376,7 @@ def watch_connection_cut_relists_and_reconnects() -> None:
     succeed without a word (the watch cache still has it), so envlink lists afresh and is
     connected and current again within seconds — `/readyz` under `--max-staleness`
     included — and follows changes made after the cut."""
-    env = dict(line.split("=", 1) for line in (CTX.state / "env").read_text().splitlines() if "=" in line)
+    env = testbed_env()
     url = urllib.parse.urlsplit(env["APISERVER_URL"])
     proxy = CuttableProxy(url.hostname or "", url.port or 443)
     netloc = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
@@ -1419,7 +1424,7 @@ class ApiWriter:
     below must fill the buffers in front of a frozen watcher before its watch times out."""
 
     def __init__(self, threads: int = 4) -> None:
-        env = dict(line.split("=", 1) for line in (CTX.state / "env").read_text().splitlines() if "=" in line)
+        env = testbed_env()
         url = urllib.parse.urlsplit(env["APISERVER_URL"])
         self.host, self.port = url.hostname or "", url.port or 443
         self.headers = {"Authorization": f"Bearer {env['APISERVER_TOKEN']}", "Accept": "application/json"}
